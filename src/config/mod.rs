@@ -1,0 +1,356 @@
+//! Configuration: loading a TOML file plus `SWITCHBOARD__SECTION__KEY` environment
+//! overrides into typed [`Settings`], and validating them with the offending key named.
+//!
+//! Owns no I/O beyond reading the one file. Deeper checks that need the route and
+//! integration machinery (parsing the selection expression, mock templates) run when the
+//! gateway builds its [`crate::api::Api`], which reports errors in the same shape.
+
+mod settings;
+
+pub use settings::*;
+
+use config::{Config, Environment, File, FileFormat};
+
+/// The embedded default configuration (`config/default.toml`): one node, in memory.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Prefix of environment overrides: `SWITCHBOARD__CLIENT__LISTEN=0.0.0.0:8080`.
+pub const ENV_PREFIX: &str = "SWITCHBOARD";
+
+/// A configuration that cannot be used, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed as TOML.
+    #[error("cannot read configuration: {0}")]
+    Source(String),
+    /// A key is unknown, or its value has the wrong type.
+    #[error("invalid configuration at `{key}`: {message}")]
+    Invalid {
+        /// Dotted path of the offending key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// An error about one key.
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Where the settings come from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource<'a> {
+    /// The embedded `config/default.toml`.
+    Embedded,
+    /// A TOML file on disk.
+    File(&'a std::path::Path),
+    /// TOML text (tests).
+    Text(&'a str),
+}
+
+/// Loads settings from `source`, applies environment overrides from `env` (pass
+/// `std::env::vars()`), and validates them.
+pub fn load(
+    source: ConfigSource<'_>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigError> {
+    let text = match source {
+        ConfigSource::Embedded => DEFAULT_TOML.to_owned(),
+        ConfigSource::File(path) => std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Source(format!("{}: {e}", path.display())))?,
+        ConfigSource::Text(text) => text.to_owned(),
+    };
+    let overrides: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+        .collect();
+    let raw = Config::builder()
+        .add_source(File::from_str(&text, FileFormat::Toml))
+        .add_source(
+            Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("api.stages")
+                .with_list_parse_key("management.bearer_tokens")
+                .source(Some(overrides)),
+        )
+        .build()
+        .map_err(|e| ConfigError::Source(e.to_string()))?;
+    let settings: Settings = serde_path_to_error::deserialize(raw).map_err(|e| {
+        let key = e.path().to_string();
+        ConfigError::invalid(key, e.into_inner().to_string())
+    })?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+impl Settings {
+    /// Checks what the types alone cannot: ranges, references between sections, names.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.api.stages.is_empty() {
+            return Err(ConfigError::invalid(
+                "api.stages",
+                "at least one stage is required",
+            ));
+        }
+        for stage in &self.api.stages {
+            let ok = !stage.is_empty()
+                && stage.len() <= 128
+                && stage
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(ConfigError::invalid(
+                    "api.stages",
+                    format!("stage {stage:?} must be 1-128 characters of A-Z a-z 0-9 - _"),
+                ));
+            }
+        }
+        let c = &self.client;
+        positive("client.header_timeout_ms", c.header_timeout_ms)?;
+        positive("client.handshake_timeout_ms", c.handshake_timeout_ms)?;
+        if c.max_header_bytes < 8192 {
+            return Err(ConfigError::invalid(
+                "client.max_header_bytes",
+                "must be at least 8192",
+            ));
+        }
+        positive("client.max_headers", c.max_headers as u64)?;
+        positive("client.read_buffer_bytes", c.read_buffer_bytes as u64)?;
+        positive("client.max_frame_bytes", c.max_frame_bytes as u64)?;
+        if c.max_message_bytes < c.max_frame_bytes {
+            return Err(ConfigError::invalid(
+                "client.max_message_bytes",
+                "must be at least client.max_frame_bytes",
+            ));
+        }
+        positive("client.idle_timeout_secs", c.idle_timeout_secs)?;
+        positive("client.max_lifetime_secs", c.max_lifetime_secs)?;
+        positive(
+            "client.outbound_queue_messages",
+            c.outbound_queue_messages as u64,
+        )?;
+        if c.outbound_queue_bytes < c.max_message_bytes {
+            return Err(ConfigError::invalid(
+                "client.outbound_queue_bytes",
+                "must be at least client.max_message_bytes",
+            ));
+        }
+        positive(
+            "client.max_inflight_per_connection",
+            c.max_inflight_per_connection as u64,
+        )?;
+        positive("client.max_json_depth", c.max_json_depth as u64)?;
+        if self.management.auth == ManagementAuth::Bearer {
+            if self.management.bearer_tokens.is_empty() {
+                return Err(ConfigError::invalid(
+                    "management.bearer_tokens",
+                    "auth = \"bearer\" needs at least one token (or set auth = \"none\" explicitly)",
+                ));
+            }
+            if self
+                .management
+                .bearer_tokens
+                .iter()
+                .any(|t| t.expose().len() < 16)
+            {
+                return Err(ConfigError::invalid(
+                    "management.bearer_tokens",
+                    "every token must be at least 16 characters",
+                ));
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::invalid("log.level", e.to_string()))?;
+        for (key, route) in &self.routes {
+            let at = format!("routes.{key}");
+            if key.is_empty() {
+                return Err(ConfigError::invalid(at, "a route key cannot be empty"));
+            }
+            if key.starts_with('$')
+                && !matches!(key.as_str(), "$connect" | "$disconnect" | "$default")
+            {
+                return Err(ConfigError::invalid(
+                    at,
+                    "keys starting with $ are reserved: only $connect, $disconnect and $default",
+                ));
+            }
+            if !self.integrations.contains_key(&route.integration) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.integration"),
+                    format!("no integration named {:?}", route.integration),
+                ));
+            }
+        }
+        for (name, integration) in &self.integrations {
+            if let IntegrationSettings::Http {
+                url, timeout_ms, ..
+            } = integration
+            {
+                let parsed = url::Url::parse(url).map_err(|e| {
+                    ConfigError::invalid(format!("integrations.{name}.url"), e.to_string())
+                })?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(ConfigError::invalid(
+                        format!("integrations.{name}.url"),
+                        "must be an http:// or https:// URL",
+                    ));
+                }
+                if !(50..=29_000).contains(timeout_ms) {
+                    return Err(ConfigError::invalid(
+                        format!("integrations.{name}.timeout_ms"),
+                        "must be between 50 and 29000",
+                    ));
+                }
+            }
+            if let IntegrationSettings::Mock { status, .. } = integration
+                && !(100..=599).contains(status)
+            {
+                return Err(ConfigError::invalid(
+                    format!("integrations.{name}.status"),
+                    "must be an HTTP status between 100 and 599",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::invalid(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Settings, ConfigError> {
+        load(ConfigSource::Text(text), Vec::new())
+    }
+
+    const MINIMAL: &str = "[management]\nauth = \"none\"\n";
+
+    #[test]
+    fn embedded_default_matches_the_typed_defaults() {
+        let embedded = load(ConfigSource::Embedded, Vec::new()).expect("default loads");
+        let typed = Settings::default();
+        assert_eq!(embedded.api, typed.api);
+        assert_eq!(embedded.client, typed.client);
+        assert_eq!(embedded.log, typed.log);
+        assert_eq!(embedded.server, typed.server);
+        assert_eq!(embedded.management.listen, typed.management.listen);
+        assert_eq!(embedded.management.auth, typed.management.auth);
+        assert!(embedded.routes.contains_key("$default"));
+        assert!(embedded.routes.contains_key("whoami"));
+    }
+
+    #[test]
+    fn env_overrides_apply() {
+        let env = vec![
+            (
+                "SWITCHBOARD__CLIENT__LISTEN".to_owned(),
+                "127.0.0.1:9999".to_owned(),
+            ),
+            (
+                "SWITCHBOARD__CLIENT__IDLE_TIMEOUT_SECS".to_owned(),
+                "5".to_owned(),
+            ),
+            (
+                "SWITCHBOARD__MANAGEMENT__BEARER_TOKENS".to_owned(),
+                "aaaaaaaaaaaaaaaa,bbbbbbbbbbbbbbbb".to_owned(),
+            ),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let s = load(ConfigSource::Embedded, env).expect("loads");
+        assert_eq!(s.client.listen.port(), 9999);
+        assert_eq!(s.client.idle_timeout_secs, 5);
+        assert_eq!(s.management.bearer_tokens.len(), 2);
+        assert_eq!(s.management.bearer_tokens[1].expose(), "bbbbbbbbbbbbbbbb");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[client]\nlisten_port = 1\n[management]\nauth = \"none\"\n",
+                "client",
+            ),
+            (
+                "[client]\nidle_timeout_secs = \"soon\"\n",
+                "client.idle_timeout_secs",
+            ),
+            (
+                "[client]\nmax_header_bytes = 100\n[management]\nauth = \"none\"\n",
+                "client.max_header_bytes",
+            ),
+            (
+                "[management]\nauth = \"bearer\"\n",
+                "management.bearer_tokens",
+            ),
+            (
+                "[management]\nauth = \"none\"\n[routes.x]\nintegration = \"nope\"\n",
+                "routes.x.integration",
+            ),
+            (
+                "[management]\nauth = \"none\"\n[routes.\"$foo\"]\nintegration = \"m\"\n[integrations.m]\ntype = \"mock\"\n",
+                "routes.$foo",
+            ),
+            (
+                "[management]\nauth = \"none\"\n[integrations.h]\ntype = \"http\"\nurl = \"ftp://x\"\n",
+                "integrations.h.url",
+            ),
+            (
+                "[management]\nauth = \"none\"\n[integrations.h]\ntype = \"http\"\nurl = \"http://x\"\ntimeout_ms = 40000\n",
+                "integrations.h.timeout_ms",
+            ),
+            (
+                "[management]\nauth = \"none\"\n[integrations.h]\ntype = \"mock\"\nbogus = 1\n",
+                "integrations.h",
+            ),
+            (
+                "[management]\nauth = \"none\"\n[api]\nstages = [\"a/b\"]\n",
+                "api.stages",
+            ),
+            ("[unknown_section]\nx = 1\n", "unknown_section"),
+        ];
+        for (text, key) in cases {
+            let err = load_text(text).expect_err(text).to_string();
+            assert!(
+                err.contains(key),
+                "error for {text:?} should name {key}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_key_message_names_the_field() {
+        let err = load_text("[client]\nlisten_port = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let s = load_text(MINIMAL).expect("loads");
+        assert_eq!(s.client.max_frame_bytes, 32 * 1024);
+        assert!(s.routes.is_empty());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let s = Secret::new("super-secret-token-value");
+        assert!(!format!("{s:?}").contains("super"));
+    }
+}

@@ -1,0 +1,307 @@
+//! The typed settings tree: every key the gateway reads, its default, and what it means.
+//!
+//! `config/default.toml` mirrors this file key for key (a unit test keeps them equal), so
+//! an operator can read either. Nothing here does I/O; loading lives in `config::load`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+/// The whole configuration of one gateway node.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The WebSocket API: its id, stages and route selection.
+    pub api: ApiSettings,
+    /// The client-facing WebSocket listener and per-connection limits.
+    pub client: ClientSettings,
+    /// The management (callback) API listener and how callers authenticate.
+    pub management: ManagementSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Process-level settings.
+    pub server: ServerSettings,
+    /// Route key → route. Keys are custom route keys or `$connect`, `$disconnect`, `$default`.
+    pub routes: BTreeMap<String, RouteSettings>,
+    /// Integration name → how to call it. Routes refer to integrations by name.
+    pub integrations: BTreeMap<String, IntegrationSettings>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            api: ApiSettings::default(),
+            client: ClientSettings::default(),
+            management: ManagementSettings::default(),
+            log: LogSettings::default(),
+            server: ServerSettings::default(),
+            routes: BTreeMap::new(),
+            integrations: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[api]`: identity of the API and how messages pick a route.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Reported as `requestContext.apiId`.
+    pub id: String,
+    /// Stage names accepted as the first path segment; `/` means the first one.
+    pub stages: Vec<String>,
+    /// The AWS route selection expression, e.g. `$request.body.action`.
+    pub route_selection_expression: String,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            id: "switchboard".into(),
+            stages: vec!["prod".into()],
+            route_selection_expression: "$request.body.action".into(),
+        }
+    }
+}
+
+/// What the gateway does with a binary frame from a client.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BinaryFrames {
+    /// Close the connection with 1003 (AWS behaviour).
+    Reject,
+    /// Route it to `$default` with the payload base64-encoded and `isBase64Encoded: true`.
+    Base64,
+}
+
+/// `[client]`: the WebSocket listener, handshake limits and per-connection limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientSettings {
+    /// Address the WebSocket listener binds.
+    pub listen: SocketAddr,
+    /// Deadline for reading the request line and headers of a handshake (slowloris guard).
+    pub header_timeout_ms: u64,
+    /// Deadline for the whole handshake, `$connect` integration included, until the 101.
+    pub handshake_timeout_ms: u64,
+    /// Largest request line + headers accepted, in bytes (at least 8192). Over it: 431.
+    pub max_header_bytes: usize,
+    /// Most headers accepted on a handshake. Over it: 431.
+    pub max_headers: usize,
+    /// Bytes of tungstenite's read buffer, allocated per connection.
+    pub read_buffer_bytes: usize,
+    /// Bytes buffered before a write is pushed to the socket (0: write each frame at once).
+    pub write_buffer_bytes: usize,
+    /// Largest frame a client may send, in bytes. Over it: close 1009.
+    pub max_frame_bytes: usize,
+    /// Largest (reassembled) message a client may send, and the largest POST body. Over it:
+    /// close 1009, or 413 on the management API.
+    pub max_message_bytes: usize,
+    /// What a binary frame from a client does.
+    pub binary_frames: BinaryFrames,
+    /// Seconds without a data frame in either direction before the gateway closes with 1001.
+    pub idle_timeout_secs: u64,
+    /// Seconds a connection may live before the gateway closes it with 1001.
+    pub max_lifetime_secs: u64,
+    /// Send a ping this often and close a peer that has not answered the previous one (0: off).
+    pub ping_interval_secs: u64,
+    /// Whether ping and pong frames from the client reset the idle timer (AWS: no).
+    pub pings_count_as_activity: bool,
+    /// Messages that may wait in one connection's outbound queue. Full: POST answers 429.
+    pub outbound_queue_messages: usize,
+    /// Bytes that may wait in one connection's outbound queue. Full: POST answers 429.
+    pub outbound_queue_bytes: usize,
+    /// Integration calls one connection may have in flight; at the cap the gateway stops
+    /// reading that connection until a call finishes (TCP pushes back on the client).
+    pub max_inflight_per_connection: usize,
+    /// Deepest JSON nesting evaluated by route selection; deeper gets a `Bad request body` frame.
+    pub max_json_depth: usize,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            header_timeout_ms: 10_000,
+            handshake_timeout_ms: 35_000,
+            max_header_bytes: 10_240,
+            max_headers: 64,
+            read_buffer_bytes: 4096,
+            write_buffer_bytes: 0,
+            max_frame_bytes: 32 * 1024,
+            max_message_bytes: 128 * 1024,
+            binary_frames: BinaryFrames::Reject,
+            idle_timeout_secs: 600,
+            max_lifetime_secs: 7200,
+            ping_interval_secs: 0,
+            pings_count_as_activity: false,
+            outbound_queue_messages: 256,
+            outbound_queue_bytes: 1024 * 1024,
+            max_inflight_per_connection: 16,
+            max_json_depth: 64,
+        }
+    }
+}
+
+/// How management callers authenticate.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ManagementAuth {
+    /// `Authorization: Bearer <token>` with one of `bearer_tokens`.
+    Bearer,
+    /// No authentication at all. Only for a listener nobody else can reach.
+    None,
+}
+
+/// `[management]`: the callback API for backends.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ManagementSettings {
+    /// Address the management listener binds.
+    pub listen: SocketAddr,
+    /// Authentication mode; `none` must be chosen explicitly.
+    pub auth: ManagementAuth,
+    /// Accepted bearer tokens (several, so a token can be rotated).
+    pub bearer_tokens: Vec<Secret>,
+}
+
+impl Default for ManagementSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8081".parse().expect("static address"),
+            auth: ManagementAuth::Bearer,
+            bearer_tokens: Vec::new(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`: tracing output.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// A tracing filter directive such as `info` or `switchboard=debug`; `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// `[server]`: process lifecycle.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Seconds SIGTERM/SIGINT waits for sessions to close and `$disconnect` calls to finish.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// One route: which integration it calls and whether the answer goes back to the client.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSettings {
+    /// Name of an entry in `[integrations]`.
+    pub integration: String,
+    /// Send the integration's response body back to the caller as a frame.
+    #[serde(default)]
+    pub two_way: bool,
+}
+
+/// How an HTTP integration shapes its request.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpMode {
+    /// POST the Lambda-proxy event JSON (AWS `AWS_PROXY` shape).
+    Proxy,
+    /// POST the raw message, with the connection id, route key and request id as headers.
+    Passthrough,
+}
+
+/// One integration (a backend), by type.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum IntegrationSettings {
+    /// An HTTP backend.
+    Http {
+        /// The URL the gateway POSTs to (http or https).
+        url: String,
+        /// `proxy` or `passthrough`.
+        #[serde(default = "default_http_mode")]
+        mode: HttpMode,
+        /// Milliseconds before the call is abandoned (AWS: 50–29000, default 29000).
+        #[serde(default = "default_timeout_ms")]
+        timeout_ms: u64,
+        /// Largest response body read from the backend; larger is an integration error.
+        #[serde(default = "default_max_response_bytes")]
+        max_response_bytes: usize,
+    },
+    /// No backend: a template with `$context.*` variables and `$input.body` substituted.
+    Mock {
+        /// The response body template.
+        #[serde(default)]
+        template: String,
+        /// The status the mock answers (decides `$connect`).
+        #[serde(default = "default_mock_status")]
+        status: u16,
+    },
+}
+
+fn default_http_mode() -> HttpMode {
+    HttpMode::Proxy
+}
+fn default_timeout_ms() -> u64 {
+    29_000
+}
+fn default_max_response_bytes() -> usize {
+    6 * 1024 * 1024
+}
+fn default_mock_status() -> u16 {
+    200
+}
+
+/// A secret string: its `Debug` and `Display` never show the value.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself, for comparison; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}

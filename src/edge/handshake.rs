@@ -1,0 +1,335 @@
+//! The handshake pipeline, answered asynchronously before the 101:
+//! stage path → upgrade checks → `$connect` integration → 101 (+ the one subprotocol
+//! `$connect` chose) → registration → session.
+//!
+//! A plain GET without an upgrade gets 426; a bad key or version gets 400/426; a
+//! `$connect` answer outside 2xx rejects with that status; a failed or timed-out backend
+//! gives 502/504.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tracing::{Instrument as _, info, info_span, warn};
+
+use super::close::Close;
+use super::session;
+use crate::app::AppState;
+use crate::connections::id::request_id;
+use crate::connections::{ConnHandle, ConnInfo, ConnShared, ConnectionId};
+use crate::integrations::event::{Event, EventDetail};
+use crate::routing::keys;
+
+type Body = Full<Bytes>;
+
+/// Answers one handshake request.
+pub async fn handle(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    state: Arc<AppState>,
+) -> Result<Response<Body>, Infallible> {
+    Ok(match accept(request, peer, &state).await {
+        Ok(response) | Err(response) => response,
+    })
+}
+
+async fn accept(
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+    state: &Arc<AppState>,
+) -> Result<Response<Body>, Response<Body>> {
+    let api = state.api.clone();
+    let stage = api
+        .stage_for_path(request.uri().path())
+        .cloned()
+        .ok_or_else(|| reject(StatusCode::NOT_FOUND, "No stage at this path"))?;
+    let key = check_upgrade(request.method(), request.headers())?;
+
+    let id = ConnectionId::new(state.node);
+    let headers = header_pairs(request.headers());
+    let query: Vec<(String, String)> = request
+        .uri()
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let info = ConnInfo {
+        id,
+        id_text: id.to_string(),
+        connected_at_ms: now_ms(),
+        source_ip: peer.ip(),
+        user_agent: header_str(request.headers(), header::USER_AGENT),
+        stage,
+        domain_name: header_str(request.headers(), header::HOST).unwrap_or_default(),
+    };
+    let span = info_span!("connect", conn = %info.id_text, peer = %peer);
+
+    let mut subprotocol = None;
+    if let Some(route) = api.routes.connect() {
+        let request_id = request_id();
+        let event = Event {
+            conn: &info,
+            api_id: &api.id,
+            route_key: keys::CONNECT,
+            request_id: &request_id,
+            request_time_ms: info.connected_at_ms,
+            detail: EventDetail::Connect {
+                headers: &headers,
+                query: &query,
+            },
+        };
+        let status = match route.integration.call(&event, None).await {
+            Ok(response) if (200..300).contains(&response.status) => {
+                subprotocol = response.subprotocol;
+                None
+            }
+            Ok(response) => Some(response.status),
+            Err(error) => {
+                warn!(parent: &span, %request_id, %error, "$connect integration failed");
+                Some(error.connect_status())
+            }
+        };
+        if let Some(status) = status {
+            let status = StatusCode::from_u16(status)
+                .ok()
+                .filter(|s| !s.is_informational() && !s.is_success())
+                .unwrap_or(StatusCode::BAD_GATEWAY);
+            info!(parent: &span, %request_id, status = status.as_u16(), "connect rejected by $connect");
+            return Err(empty(status));
+        }
+    }
+
+    let mut response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            derive_accept_key(key.as_bytes()),
+        );
+    if let Some(protocol) = subprotocol
+        .as_deref()
+        .and_then(|p| HeaderValue::from_str(p).ok())
+    {
+        response = response.header(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    let response = response
+        .body(Body::default())
+        .map_err(|_| empty(StatusCode::INTERNAL_SERVER_ERROR))?;
+
+    // Register before the 101 leaves, so a POST made as soon as the client sees it is queued.
+    let cancel = state.shutdown.child_token();
+    let shared = Arc::new(ConnShared::new(
+        info,
+        cancel,
+        api.client.outbound_queue_bytes,
+    ));
+    let (handle, outbound) = ConnHandle::new(shared.clone(), api.client.outbound_queue_messages);
+    state.registry.insert(handle);
+    info!(parent: &span, stage = %shared.info.stage, "connected");
+
+    let upgrade = hyper::upgrade::on(&mut request);
+    let state = state.clone();
+    let session_span = info_span!("conn", conn = %shared.info.id_text);
+    state.tracker.clone().spawn(
+        async move {
+            match upgrade.await {
+                Ok(upgraded) => {
+                    let ws = match upgraded.downcast::<TokioIo<TcpStream>>() {
+                        Ok(parts) if parts.read_buf.is_empty() => {
+                            WebSocketStream::from_raw_socket(
+                                parts.io.into_inner(),
+                                Role::Server,
+                                Some(api.ws_config),
+                            )
+                            .await
+                        }
+                        Ok(parts) => {
+                            WebSocketStream::from_partially_read(
+                                parts.io.into_inner(),
+                                parts.read_buf.to_vec(),
+                                Role::Server,
+                                Some(api.ws_config),
+                            )
+                            .await
+                        }
+                        Err(_) => {
+                            warn!("upgraded connection is not a TCP stream");
+                            session::finish(
+                                &state,
+                                &api,
+                                &shared,
+                                Close::abnormal("Upgrade failed"),
+                            )
+                            .await;
+                            return;
+                        }
+                    };
+                    session::run(state, api, shared, ws, outbound).await;
+                }
+                Err(error) => {
+                    warn!(%error, "upgrade failed");
+                    session::finish(&state, &api, &shared, Close::abnormal("Upgrade failed")).await;
+                }
+            }
+        }
+        .instrument(session_span),
+    );
+    Ok(response)
+}
+
+/// Checks the upgrade headers; returns the `Sec-WebSocket-Key`.
+fn check_upgrade(method: &Method, headers: &HeaderMap) -> Result<String, Response<Body>> {
+    let wants_websocket = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        });
+    if !wants_websocket {
+        let mut response = reject(
+            StatusCode::UPGRADE_REQUIRED,
+            "This endpoint only accepts WebSocket upgrades",
+        );
+        response
+            .headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        return Err(response);
+    }
+    if method != Method::GET {
+        return Err(reject(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "A WebSocket upgrade must be a GET",
+        ));
+    }
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    if !connection_upgrade {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "Connection header must contain Upgrade",
+        ));
+    }
+    let version_ok = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    if !version_ok {
+        let mut response = reject(
+            StatusCode::UPGRADE_REQUIRED,
+            "Unsupported Sec-WebSocket-Version; use 13",
+        );
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return Err(response);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| STANDARD.decode(k.trim()).is_ok_and(|b| b.len() == 16))
+        .ok_or_else(|| {
+            reject(
+                StatusCode::BAD_REQUEST,
+                "Sec-WebSocket-Key must be base64 of 16 bytes",
+            )
+        })?;
+    Ok(key.trim().to_owned())
+}
+
+/// Handshake headers as `(Name, value)` pairs for the CONNECT event, without `Connection`
+/// and `Upgrade` (AWS leaves them out). Names are title-cased (`sec-websocket-key` →
+/// `Sec-WebSocket-Key`) because the HTTP parser lowercases them.
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| *name != header::CONNECTION && *name != header::UPGRADE)
+        .map(|(name, value)| {
+            (
+                title_case(name.as_str()),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `x-forwarded-for` → `X-Forwarded-For`, with `WebSocket` spelled as browsers send it.
+pub fn title_case(name: &str) -> String {
+    name.split('-')
+        .map(|part| match part {
+            "websocket" => "WebSocket".to_owned(),
+            _ => {
+                let mut chars = part.chars();
+                match chars.next() {
+                    Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+                    None => String::new(),
+                }
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+fn reject(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "message": message }).to_string();
+    let mut response = Response::new(Body::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(Body::default());
+    *response.status_mut() = status;
+    response
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn title_cases_header_names() {
+        assert_eq!(title_case("sec-websocket-key"), "Sec-WebSocket-Key");
+        assert_eq!(title_case("x-forwarded-for"), "X-Forwarded-For");
+        assert_eq!(title_case("host"), "Host");
+        assert_eq!(title_case("x--y"), "X--Y");
+    }
+}

@@ -1,0 +1,321 @@
+//! The session: one task per connection that owns the socket.
+//!
+//! It `select!`s over its cancellation (DELETE, shutdown), its bounded outbound queue,
+//! finished integration calls, inbound frames and one timer (idle, lifetime, ping).
+//! Integration calls run in their own tasks so a slow backend never blocks the read loop;
+//! at `max_inflight_per_connection` the session stops reading until one finishes, and TCP
+//! pushes back on the client. Cleanup — deregistration and `$disconnect` — runs in one
+//! place, [`finish`], after the loop.
+//!
+//! Activity (for the idle timer and `lastActiveAt`): data frames in either direction, and
+//! pings/pongs from the client only when `pings_count_as_activity` is set.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tracing::{Instrument as _, debug, info, warn};
+
+use super::close::Close;
+use super::handshake::now_ms;
+use crate::api::Api;
+use crate::app::AppState;
+use crate::config::BinaryFrames;
+use crate::connections::ConnShared;
+use crate::connections::id::request_id;
+use crate::integrations::event::{Event, EventDetail};
+use crate::routing::{Route, Selection, keys};
+
+/// How long the gateway waits for the client's answer to its close frame.
+const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(2);
+/// Most queued frames written before one flush.
+const WRITE_BATCH: usize = 64;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Why the loop ended.
+enum Ending {
+    /// The client sent a close frame (its code and reason, if any).
+    ClientClosed(Option<CloseFrame>),
+    /// The gateway closes with this code: send it, wait for the reply.
+    ServerCloses(Close),
+    /// The socket is unusable; nothing can be sent.
+    Dropped(Close),
+}
+
+/// Runs a connection until it closes, then cleans up.
+pub async fn run(
+    state: Arc<AppState>,
+    api: Arc<Api>,
+    shared: Arc<ConnShared>,
+    mut ws: Ws,
+    mut outbound: mpsc::Receiver<Message>,
+) {
+    let started = Instant::now();
+    let mut last_activity = started;
+    let idle = api.idle_timeout();
+    let lifetime_end = started + api.max_lifetime();
+    let ping_interval = api.ping_interval();
+    let mut next_ping = ping_interval.map(|p| started + p);
+    let mut awaiting_pong = false;
+    let deadline = |last_activity: Instant, next_ping: Option<Instant>| {
+        let d = (last_activity + idle).min(lifetime_end);
+        next_ping.map_or(d, |p| d.min(p))
+    };
+    let timer = sleep_until(deadline(last_activity, next_ping));
+    tokio::pin!(timer);
+    let mut inflight: JoinSet<Option<Message>> = JoinSet::new();
+    let max_inflight = api.client.max_inflight_per_connection;
+
+    let ending = loop {
+        tokio::select! {
+            biased;
+            _ = shared.cancel.cancelled() => {
+                break Ending::ServerCloses(shared.close_request().map_or_else(Close::going_away, |r| Close::new(r.code, r.reason.clone())));
+            }
+            queued = outbound.recv() => {
+                let Some(first) = queued else {
+                    break Ending::ServerCloses(Close::going_away());
+                };
+                if let Err(error) = write_queued(&mut ws, &shared, &mut outbound, first).await {
+                    debug!(%error, "write failed");
+                    break Ending::Dropped(Close::abnormal("Connection closed abnormally"));
+                }
+                last_activity = Instant::now();
+                shared.touch(now_ms() as u64);
+            }
+            Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                if let Ok(Some(reply)) = done {
+                    last_activity = Instant::now();
+                    shared.touch(now_ms() as u64);
+                    if ws.send(reply).await.is_err() {
+                        break Ending::Dropped(Close::abnormal("Connection closed abnormally"));
+                    }
+                }
+            }
+            frame = ws.next(), if inflight.len() < max_inflight => {
+                awaiting_pong = false;
+                let message = match frame {
+                    None => break Ending::Dropped(Close::abnormal("Connection closed abnormally")),
+                    Some(Err(error)) => match Close::for_error(&error) {
+                        Ok(close) => break Ending::ServerCloses(close),
+                        Err(dropped) => break Ending::Dropped(dropped),
+                    },
+                    Some(Ok(message)) => message,
+                };
+                let (body, is_base64) = match message {
+                    Message::Text(text) => (text, false),
+                    Message::Binary(data) => match api.client.binary_frames {
+                        BinaryFrames::Reject => break Ending::ServerCloses(Close::unsupported_binary()),
+                        BinaryFrames::Base64 => (STANDARD.encode(&data).into(), true),
+                    },
+                    Message::Ping(_) | Message::Pong(_) => {
+                        if api.client.pings_count_as_activity {
+                            last_activity = Instant::now();
+                            shared.touch(now_ms() as u64);
+                        }
+                        continue;
+                    }
+                    Message::Close(frame) => break Ending::ClientClosed(frame),
+                    Message::Frame(_) => continue,
+                };
+                last_activity = Instant::now();
+                shared.touch(now_ms() as u64);
+                let selection = if is_base64 {
+                    api.routes.fallback()
+                } else {
+                    api.routes.select(&body, api.client.max_json_depth)
+                };
+                let request_id = request_id();
+                match selection {
+                    Selection::Route(route) => {
+                        let call = call_route(api.clone(), shared.clone(), route.clone(), Bytes::from(body), is_base64, request_id);
+                        inflight.spawn(call.in_current_span());
+                    }
+                    Selection::NoRoute => {
+                        info!(%request_id, "no route matched and no $default: Forbidden");
+                        if ws.send(error_frame("Forbidden", &shared.info.id_text, &request_id)).await.is_err() {
+                            break Ending::Dropped(Close::abnormal("Connection closed abnormally"));
+                        }
+                    }
+                    Selection::TooDeep => {
+                        info!(%request_id, "message nests too deeply: Bad request body");
+                        let frame = format!(
+                            r#"{{"message" : "Bad request body", "connectionId": "{}", "messageId": "{}"}}"#,
+                            shared.info.id_text, request_id
+                        );
+                        if ws.send(Message::text(frame)).await.is_err() {
+                            break Ending::Dropped(Close::abnormal("Connection closed abnormally"));
+                        }
+                    }
+                }
+            }
+            _ = &mut timer => {
+                let now = Instant::now();
+                if now >= lifetime_end || now >= last_activity + idle {
+                    break Ending::ServerCloses(Close::going_away());
+                }
+                if let Some(at) = next_ping.filter(|at| now >= *at) {
+                    if awaiting_pong {
+                        break Ending::Dropped(Close::abnormal("Ping timeout"));
+                    }
+                    awaiting_pong = true;
+                    next_ping = ping_interval.map(|p| at + p);
+                    if ws.send(Message::Ping(Bytes::new())).await.is_err() {
+                        break Ending::Dropped(Close::abnormal("Connection closed abnormally"));
+                    }
+                }
+                timer.as_mut().reset(deadline(last_activity, next_ping));
+            }
+        }
+    };
+
+    // Calls still in flight finish on their own; their answers have nowhere to go.
+    inflight.detach_all();
+    let close = match ending {
+        Ending::ClientClosed(frame) => {
+            // tungstenite queued the echo of the client's close; push it out.
+            let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, ws.flush()).await;
+            match frame {
+                Some(f) => Close::new(u16::from(f.code), f.reason.as_str()),
+                None => Close::no_status(),
+            }
+        }
+        Ending::ServerCloses(close) => {
+            let frame = CloseFrame {
+                code: CloseCode::from(close.code),
+                reason: close.reason.clone().into(),
+            };
+            let goodbye = async {
+                ws.send(Message::Close(Some(frame))).await?;
+                // Wait for the client's close reply (or anything else ending the stream).
+                while let Some(Ok(_)) = ws.next().await {}
+                Ok::<_, tokio_tungstenite::tungstenite::Error>(())
+            };
+            let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, goodbye).await;
+            close
+        }
+        Ending::Dropped(close) => close,
+    };
+    drop(ws);
+    finish(&state, &api, &shared, close).await;
+}
+
+/// Writes `first` and whatever else is queued, then flushes once.
+async fn write_queued(
+    ws: &mut Ws,
+    shared: &ConnShared,
+    outbound: &mut mpsc::Receiver<Message>,
+    first: Message,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    shared.queued_bytes.fetch_sub(first.len(), Ordering::AcqRel);
+    ws.feed(first).await?;
+    for _ in 1..WRITE_BATCH {
+        let Ok(next) = outbound.try_recv() else { break };
+        shared.queued_bytes.fetch_sub(next.len(), Ordering::AcqRel);
+        ws.feed(next).await?;
+    }
+    ws.flush().await
+}
+
+/// Calls a route's integration for one message; returns the frame to send back, if any.
+async fn call_route(
+    api: Arc<Api>,
+    shared: Arc<ConnShared>,
+    route: Route,
+    body: Bytes,
+    is_base64: bool,
+    request_id: String,
+) -> Option<Message> {
+    let started = std::time::Instant::now();
+    let text = std::str::from_utf8(&body).unwrap_or_default();
+    let event = Event {
+        conn: &shared.info,
+        api_id: &api.id,
+        route_key: &route.key,
+        request_id: &request_id,
+        request_time_ms: now_ms(),
+        detail: EventDetail::Message {
+            message_id: &request_id,
+            body: text,
+            is_base64,
+        },
+    };
+    let result = route.integration.call(&event, Some(&body)).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(response) => {
+            info!(%request_id, route = %route.key, status = response.status, latency_ms, "message");
+            if !route.two_way {
+                return None;
+            }
+            let body = response.body?;
+            if response.binary {
+                return Some(Message::Binary(body));
+            }
+            Some(match String::from_utf8(body.to_vec()) {
+                Ok(text) => Message::text(text),
+                Err(e) => Message::Binary(Bytes::from(e.into_bytes())),
+            })
+        }
+        Err(error) => {
+            warn!(%request_id, route = %route.key, %error, latency_ms, "message: integration failed");
+            Some(error_frame(
+                "Internal server error",
+                &shared.info.id_text,
+                &request_id,
+            ))
+        }
+    }
+}
+
+/// AWS's error frame: `{"message": "Forbidden", "connectionId":"…", "requestId":"…"}`.
+fn error_frame(message: &str, connection_id: &str, request_id: &str) -> Message {
+    Message::text(format!(
+        r#"{{"message": "{message}", "connectionId":"{connection_id}", "requestId":"{request_id}"}}"#
+    ))
+}
+
+/// Deregisters the connection and runs `$disconnect` (best effort, tracked so shutdown
+/// waits for it).
+pub async fn finish(state: &Arc<AppState>, api: &Arc<Api>, shared: &Arc<ConnShared>, close: Close) {
+    state.registry.remove(&shared.info.id);
+    info!(code = close.code, reason = %close.reason, "disconnected");
+    let Some(route) = api.routes.disconnect().cloned() else {
+        return;
+    };
+    let api = api.clone();
+    let shared = shared.clone();
+    state.tracker.spawn(
+        async move {
+            let request_id = request_id();
+            let event = Event {
+                conn: &shared.info,
+                api_id: &api.id,
+                route_key: keys::DISCONNECT,
+                request_id: &request_id,
+                request_time_ms: now_ms(),
+                detail: EventDetail::Disconnect {
+                    code: close.code,
+                    reason: &close.reason,
+                },
+            };
+            if let Err(error) = route.integration.call(&event, None).await {
+                warn!(%request_id, %error, "$disconnect integration failed");
+            }
+        }
+        .in_current_span(),
+    );
+}

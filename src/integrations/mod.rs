@@ -1,0 +1,128 @@
+//! Integrations: calling backends for CONNECT, MESSAGE and DISCONNECT events.
+//!
+//! One enum with a file per kind (`http`, `mock`), the event envelopes (`event`) and the
+//! parser for proxy answers (`proxy_response`). Knows nothing about sockets: it gets an
+//! [`event::Event`] and returns an [`IntegrationResponse`] or an [`IntegrationError`].
+
+pub mod event;
+pub mod http;
+pub mod mock;
+pub mod proxy_response;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::{ConfigError, IntegrationSettings};
+use event::Event;
+
+/// A backend's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntegrationResponse {
+    /// The status that decides `$connect` (proxy `statusCode`, else the HTTP status).
+    pub status: u16,
+    /// A `Sec-WebSocket-Protocol` the backend chose (copied into the 101 on `$connect`).
+    pub subprotocol: Option<String>,
+    /// The body for a two-way route; `None` sends nothing back.
+    pub body: Option<Bytes>,
+    /// Whether `body` is binary.
+    pub binary: bool,
+}
+
+/// Why an integration call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrationError {
+    /// No answer within the integration's timeout.
+    #[error("integration timed out")]
+    Timeout,
+    /// The backend could not be reached.
+    #[error("integration unreachable: {0}")]
+    Unreachable(String),
+    /// The backend answered with a server error.
+    #[error("integration answered {0}")]
+    Status(u16),
+    /// The response body could not be read, or was over the size limit.
+    #[error("integration response unreadable: {0}")]
+    Body(String),
+    /// A proxy-shaped answer with the wrong shape.
+    #[error(transparent)]
+    Malformed(#[from] proxy_response::Malformed),
+}
+
+impl IntegrationError {
+    /// The HTTP status a failed `$connect` answers with: 504 for a timeout, the backend's
+    /// own status for a server error, 502 for everything else.
+    pub fn connect_status(&self) -> u16 {
+        match self {
+            Self::Timeout => 504,
+            Self::Status(s) => *s,
+            _ => 502,
+        }
+    }
+}
+
+/// A mock template that cannot be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TemplateError(pub String);
+
+/// One configured integration.
+#[derive(Debug, Clone)]
+pub enum Integration {
+    /// An HTTP backend.
+    Http(http::HttpIntegration),
+    /// A static template.
+    Mock(mock::MockIntegration),
+}
+
+impl Integration {
+    /// Builds integration `name` from its settings.
+    pub fn from_settings(
+        name: &str,
+        settings: &IntegrationSettings,
+        client: &http::HttpClient,
+    ) -> Result<Self, ConfigError> {
+        match settings {
+            IntegrationSettings::Http {
+                url,
+                mode,
+                timeout_ms,
+                max_response_bytes,
+            } => {
+                let uri = url.parse().map_err(|e: ::http::uri::InvalidUri| {
+                    ConfigError::invalid(format!("integrations.{name}.url"), e.to_string())
+                })?;
+                Ok(Self::Http(http::HttpIntegration::new(
+                    uri,
+                    *mode,
+                    Duration::from_millis(*timeout_ms),
+                    *max_response_bytes,
+                    client.clone(),
+                )))
+            }
+            IntegrationSettings::Mock { template, status } => Ok(Self::Mock(
+                mock::MockIntegration::new(template, *status).map_err(|e| {
+                    ConfigError::invalid(format!("integrations.{name}.template"), e.0)
+                })?,
+            )),
+        }
+    }
+
+    /// Calls the integration. `body` is the message as received (lets a mock echo it
+    /// without copying).
+    pub async fn call(
+        &self,
+        event: &Event<'_>,
+        body: Option<&Bytes>,
+    ) -> Result<IntegrationResponse, IntegrationError> {
+        match self {
+            Self::Http(h) => h.call(event).await,
+            Self::Mock(m) => Ok(m.call(event, body)),
+        }
+    }
+
+    /// Whether calls reach a backend (mock calls never fail and cost no I/O).
+    pub fn is_mock(&self) -> bool {
+        matches!(self, Self::Mock(_))
+    }
+}

@@ -1,0 +1,113 @@
+//! The `switchboard` binary: parses arguments, loads configuration, starts tracing,
+//! binds the listeners and hands them to [`switchboard::app::run`]. Exit codes: 0 after a
+//! clean shutdown, 64 for a bad configuration, 1 for anything else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use switchboard::api::Api;
+use switchboard::app::{self, Listeners};
+use switchboard::config::{self, ConfigSource, Settings};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a configuration error (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "switchboard", version, about = "A WebSocket API gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default). Without --config, runs the embedded default.
+    Serve {
+        /// A TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file and exit: 0 if valid, 64 with the bad key named if not.
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Settings, config::ConfigError> {
+    let source = path.map_or(ConfigSource::Embedded, |p| ConfigSource::File(p));
+    let settings = config::load(source, std::env::vars())?;
+    // Build the API once to check what needs parsing (selection expression, templates).
+    Api::build(&settings, &switchboard::integrations::http::build_client())?;
+    Ok(settings)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve { config: None }) {
+        Command::CheckConfig { file } => match load(Some(&file)) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{}: {error}", file.display());
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Serve { config } => {
+            let settings = match load(config.as_ref()) {
+                Ok(settings) => settings,
+                Err(error) => {
+                    eprintln!("switchboard: {error}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            switchboard::telemetry::init(&settings.log);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(error) => {
+                    eprintln!("switchboard: cannot start the runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!(error = %format!("{error:#}"), "switchboard stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let listeners = Listeners {
+        client: TcpListener::bind(settings.client.listen).await?,
+        management: TcpListener::bind(settings.management.listen).await?,
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_on_terminate(shutdown.clone()));
+    app::run(listeners, &settings, shutdown).await
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn signal_on_terminate(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+    }
+    shutdown.cancel();
+}
