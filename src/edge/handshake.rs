@@ -39,12 +39,19 @@ pub async fn handle(
     peer: SocketAddr,
     state: Arc<AppState>,
 ) -> Result<Response<Body>, Infallible> {
-    Ok(match accept(request, peer, &state).await {
-        Ok(response) | Err(response) => response,
+    Ok(match accept_or_reject(request, peer, &state).await {
+        Ok(response) => response,
+        // One handshake per TCP connection: a rejection ends it.
+        Err(mut response) => {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
     })
 }
 
-async fn accept(
+async fn accept_or_reject(
     mut request: Request<Incoming>,
     peer: SocketAddr,
     state: &Arc<AppState>,

@@ -59,7 +59,6 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Arc<AppSta
         .header_read_timeout(Duration::from_millis(client.header_timeout_ms))
         .max_buf_size(client.max_header_bytes)
         .max_headers(client.max_headers)
-        .keep_alive(false)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     let deadline = Duration::from_millis(client.handshake_timeout_ms);
