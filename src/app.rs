@@ -13,8 +13,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::api::Api;
+use crate::cluster::local::Local;
+use crate::cluster::memory::MemoryBackplane;
+use crate::cluster::redis::RedisBackplane;
+use crate::cluster::{Backplane, Cluster, ConnectionRecord};
 use crate::config::{ConfigError, ManagementSettings, Settings};
-use crate::connections::{NodeTag, Registry};
+use crate::connections::{ConnInfo, ConnShared, ConnectionId, NodeTag};
+use crate::edge::close::Close;
 use crate::integrations::http::{HttpClient, build_client};
 use crate::{edge, management};
 
@@ -23,8 +28,8 @@ use crate::{edge, management};
 pub struct AppState {
     /// The API: routes, integrations, limits.
     pub api: Arc<Api>,
-    /// Connections held by this node.
-    pub registry: Registry,
+    /// Connections, groups and the backplane to other nodes.
+    pub cluster: Cluster,
     /// This node's tag, embedded in every connection id it mints.
     pub node: NodeTag,
     /// Management listener settings (auth tokens).
@@ -38,20 +43,62 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state from validated settings.
+    /// Builds the state from validated settings and starts the backplane's tasks.
     pub fn new(settings: &Settings, shutdown: CancellationToken) -> Result<Self, ConfigError> {
         let http = build_client();
-        let api = Api::build(settings, &http)?;
+        let api = Arc::new(Api::build(settings, &http)?);
+        let node = NodeTag::random();
+        let local = Arc::new(Local::new(node));
+        let tracker = TaskTracker::new();
+        let backplane = if settings.cluster.redis_url.expose().is_empty() {
+            Backplane::Memory(MemoryBackplane)
+        } else {
+            let hook_api = api.clone();
+            let hook_tracker = tracker.clone();
+            let on_node_death = Arc::new(move |record: ConnectionRecord| {
+                if let Some(shared) = shared_from_record(&record) {
+                    edge::session::fire_disconnect(
+                        &hook_tracker,
+                        &hook_api,
+                        Arc::new(shared),
+                        Close::abnormal("abnormal closure"),
+                    );
+                }
+            });
+            let redis = RedisBackplane::start(
+                &settings.cluster,
+                local.clone(),
+                on_node_death,
+                shutdown.clone(),
+            )
+            .map_err(|e| ConfigError::invalid("cluster.redis_url", e.to_string()))?;
+            Backplane::Redis(redis)
+        };
         Ok(Self {
-            api: Arc::new(api),
-            registry: Registry::default(),
-            node: NodeTag::random(),
+            api,
+            cluster: Cluster { local, backplane },
+            node,
             management: settings.management.clone(),
-            tracker: TaskTracker::new(),
+            tracker,
             shutdown,
             http,
         })
     }
+}
+
+/// Rebuilds what `$disconnect` needs from a dead node's connection record.
+fn shared_from_record(record: &ConnectionRecord) -> Option<ConnShared> {
+    let id = ConnectionId::parse(&record.connection_id)?;
+    let info = ConnInfo {
+        id,
+        id_text: record.connection_id.clone(),
+        connected_at_ms: record.connected_at,
+        source_ip: record.source_ip.parse().ok()?,
+        user_agent: record.user_agent.clone(),
+        stage: record.stage.as_str().into(),
+        domain_name: record.domain_name.clone(),
+    };
+    Some(ConnShared::new(info, CancellationToken::new(), 0))
 }
 
 /// The two bound listeners.
@@ -82,7 +129,7 @@ pub async fn run(
 
     shutdown.cancelled().await;
     info!(
-        connections = state.registry.len(),
+        connections = state.cluster.local.registry.len(),
         "shutting down: closing connections"
     );
     let _ = client.await;
@@ -98,6 +145,9 @@ pub async fn run(
         );
     } else {
         info!("all connections closed");
+    }
+    if let Backplane::Redis(redis) = &state.cluster.backplane {
+        redis.deregister().await;
     }
     management.abort();
     Ok(())

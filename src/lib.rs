@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod edge;

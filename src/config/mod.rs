@@ -144,6 +144,7 @@ impl Settings {
                 "must be at least client.max_message_bytes",
             ));
         }
+        positive("client.slow_consumer_grace_ms", c.slow_consumer_grace_ms)?;
         positive(
             "client.max_inflight_per_connection",
             c.max_inflight_per_connection as u64,
@@ -168,6 +169,36 @@ impl Settings {
                 ));
             }
         }
+        let cluster = &self.cluster;
+        if !cluster.redis_url.expose().is_empty() {
+            let url = url::Url::parse(cluster.redis_url.expose())
+                .map_err(|e| ConfigError::invalid("cluster.redis_url", e.to_string()))?;
+            if !matches!(url.scheme(), "redis" | "rediss") {
+                return Err(ConfigError::invalid(
+                    "cluster.redis_url",
+                    "must be a redis:// or rediss:// URL",
+                ));
+            }
+        }
+        let prefix_ok = !cluster.key_prefix.is_empty()
+            && cluster
+                .key_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        if !prefix_ok {
+            return Err(ConfigError::invalid(
+                "cluster.key_prefix",
+                "must be non-empty: A-Z a-z 0-9 _ - .",
+            ));
+        }
+        if cluster.lease_ttl_ms < 300 {
+            return Err(ConfigError::invalid(
+                "cluster.lease_ttl_ms",
+                "must be at least 300",
+            ));
+        }
+        positive("cluster.request_timeout_ms", cluster.request_timeout_ms)?;
+        positive("cluster.write_queue", cluster.write_queue as u64)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::invalid("log.level", e.to_string()))?;
         for (key, route) in &self.routes {
@@ -249,6 +280,7 @@ mod tests {
         assert_eq!(embedded.client, typed.client);
         assert_eq!(embedded.log, typed.log);
         assert_eq!(embedded.server, typed.server);
+        assert_eq!(embedded.cluster, typed.cluster);
         assert_eq!(embedded.management.listen, typed.management.listen);
         assert_eq!(embedded.management.auth, typed.management.auth);
         assert!(embedded.routes.contains_key("$default"));

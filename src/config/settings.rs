@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 
 /// The whole configuration of one gateway node.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// The WebSocket API: its id, stages and route selection.
@@ -23,24 +23,12 @@ pub struct Settings {
     pub log: LogSettings,
     /// Process-level settings.
     pub server: ServerSettings,
+    /// Clustering: the Redis backplane (empty `redis_url`: one node, in memory).
+    pub cluster: ClusterSettings,
     /// Route key → route. Keys are custom route keys or `$connect`, `$disconnect`, `$default`.
     pub routes: BTreeMap<String, RouteSettings>,
     /// Integration name → how to call it. Routes refer to integrations by name.
     pub integrations: BTreeMap<String, IntegrationSettings>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            api: ApiSettings::default(),
-            client: ClientSettings::default(),
-            management: ManagementSettings::default(),
-            log: LogSettings::default(),
-            server: ServerSettings::default(),
-            routes: BTreeMap::new(),
-            integrations: BTreeMap::new(),
-        }
-    }
 }
 
 /// `[api]`: identity of the API and how messages pick a route.
@@ -112,6 +100,9 @@ pub struct ClientSettings {
     pub outbound_queue_messages: usize,
     /// Bytes that may wait in one connection's outbound queue. Full: POST answers 429.
     pub outbound_queue_bytes: usize,
+    /// Milliseconds a write to a client may stay blocked (the client is not reading) before
+    /// the gateway closes it with 1013.
+    pub slow_consumer_grace_ms: u64,
     /// Integration calls one connection may have in flight; at the cap the gateway stops
     /// reading that connection until a call finishes (TCP pushes back on the client).
     pub max_inflight_per_connection: usize,
@@ -138,6 +129,7 @@ impl Default for ClientSettings {
             pings_count_as_activity: false,
             outbound_queue_messages: 256,
             outbound_queue_bytes: 1024 * 1024,
+            slow_consumer_grace_ms: 10_000,
             max_inflight_per_connection: 16,
             max_json_depth: 64,
         }
@@ -217,6 +209,35 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// `[cluster]`: sharing connection state between nodes through Redis.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// `redis://[:password@]host:port[/db]` or `rediss://` for TLS; empty runs one node in memory.
+    pub redis_url: Secret,
+    /// Prefix of every Redis key and channel, so several gateways can share one Redis.
+    pub key_prefix: String,
+    /// Milliseconds a node's lease lives without a refresh; a node silent that long is dead.
+    pub lease_ttl_ms: u64,
+    /// Milliseconds a cross-node call waits for the owning node's acknowledgement (then 503).
+    pub request_timeout_ms: u64,
+    /// Registry writes (connect, disconnect, join, leave) waiting for Redis; when full they
+    /// are dropped and the node resynchronises everything on its next lease refresh.
+    pub write_queue: usize,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            redis_url: Secret::new(""),
+            key_prefix: "sb".into(),
+            lease_ttl_ms: 5000,
+            request_timeout_ms: 2000,
+            write_queue: 65536,
         }
     }
 }

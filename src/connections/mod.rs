@@ -66,6 +66,9 @@ pub struct ConnShared {
     max_queued_bytes: usize,
     /// Guards the check-then-add of `queued_bytes` so concurrent senders cannot overshoot.
     enqueue_lock: Mutex<()>,
+    /// Groups this connection belongs to, so they can be left when it closes. A std mutex:
+    /// held only to push, remove or copy, never across an `.await`.
+    pub groups: Mutex<Vec<Arc<str>>>,
 }
 
 impl ConnShared {
@@ -80,6 +83,7 @@ impl ConnShared {
             cancel,
             max_queued_bytes,
             enqueue_lock: Mutex::new(()),
+            groups: Mutex::new(Vec::new()),
         }
     }
 
@@ -170,8 +174,13 @@ impl Registry {
     }
 
     /// A clone of the connection's handle (the map guard is dropped before returning).
+    /// A connection already asked to close (DELETE, shutdown) counts as gone: nothing
+    /// queued for it now would ever be written.
     pub fn get(&self, id: &ConnectionId) -> Option<ConnHandle> {
-        self.connections.get(id).map(|h| h.clone())
+        self.connections
+            .get(id)
+            .filter(|h| !h.shared.cancel.is_cancelled())
+            .map(|h| h.clone())
     }
 
     /// Queues a message for a connection.
@@ -187,5 +196,16 @@ impl Registry {
     /// Whether no connection is held.
     pub fn is_empty(&self) -> bool {
         self.connections.is_empty()
+    }
+
+    /// Calls `f` with every connection's handle. `f` must not block or await: a shard's
+    /// read guard is held while it runs.
+    pub fn for_each(&self, mut f: impl FnMut(&ConnHandle)) {
+        self.connections.iter().for_each(|e| f(e.value()));
+    }
+
+    /// Handles of every connection (cloned out; no guard is kept).
+    pub fn handles(&self) -> Vec<ConnHandle> {
+        self.connections.iter().map(|e| e.value().clone()).collect()
     }
 }

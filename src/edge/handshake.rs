@@ -21,14 +21,16 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
-use tracing::{Instrument as _, info, info_span, warn};
+use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use super::close::Close;
 use super::session;
 use crate::app::AppState;
+use crate::cluster::GroupName;
 use crate::connections::id::request_id;
 use crate::connections::{ConnHandle, ConnInfo, ConnShared, ConnectionId};
 use crate::integrations::event::{Event, EventDetail};
+use crate::integrations::proxy_response::GroupChanges;
 use crate::routing::keys;
 
 type Body = Full<Bytes>;
@@ -41,13 +43,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     Ok(match accept_or_reject(request, peer, &state).await {
         Ok(response) => response,
-        // One handshake per TCP connection: a rejection ends it.
-        Err(mut response) => {
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            response
-        }
+        Err(rejection) => rejection.into_response(),
     })
 }
 
@@ -55,12 +51,12 @@ async fn accept_or_reject(
     mut request: Request<Incoming>,
     peer: SocketAddr,
     state: &Arc<AppState>,
-) -> Result<Response<Body>, Response<Body>> {
+) -> Result<Response<Body>, Rejection> {
     let api = state.api.clone();
     let stage = api
         .stage_for_path(request.uri().path())
         .cloned()
-        .ok_or_else(|| reject(StatusCode::NOT_FOUND, "No stage at this path"))?;
+        .ok_or_else(|| Rejection::new(StatusCode::NOT_FOUND, "No stage at this path"))?;
     let key = check_upgrade(request.method(), request.headers())?;
 
     let id = ConnectionId::new(state.node);
@@ -86,6 +82,7 @@ async fn accept_or_reject(
     let span = info_span!("connect", conn = %info.id_text, peer = %peer);
 
     let mut subprotocol = None;
+    let mut connect_groups = GroupChanges::default();
     if let Some(route) = api.routes.connect() {
         let request_id = request_id();
         let event = Event {
@@ -102,6 +99,7 @@ async fn accept_or_reject(
         let status = match route.integration.call(&event, None).await {
             Ok(response) if (200..300).contains(&response.status) => {
                 subprotocol = response.subprotocol;
+                connect_groups = response.groups;
                 None
             }
             Ok(response) => Some(response.status),
@@ -116,7 +114,7 @@ async fn accept_or_reject(
                 .filter(|s| !s.is_informational() && !s.is_success())
                 .unwrap_or(StatusCode::BAD_GATEWAY);
             info!(parent: &span, %request_id, status = status.as_u16(), "connect rejected by $connect");
-            return Err(empty(status));
+            return Err(Rejection::empty(status));
         }
     }
 
@@ -136,7 +134,7 @@ async fn accept_or_reject(
     }
     let response = response
         .body(Body::default())
-        .map_err(|_| empty(StatusCode::INTERNAL_SERVER_ERROR))?;
+        .map_err(|_| Rejection::empty(StatusCode::INTERNAL_SERVER_ERROR))?;
 
     // Register before the 101 leaves, so a POST made as soon as the client sees it is queued.
     let cancel = state.shutdown.child_token();
@@ -146,7 +144,9 @@ async fn accept_or_reject(
         api.client.outbound_queue_bytes,
     ));
     let (handle, outbound) = ConnHandle::new(shared.clone(), api.client.outbound_queue_messages);
-    state.registry.insert(handle);
+    state.cluster.local.registry.insert(handle);
+    state.cluster.connected(&shared);
+    apply_group_changes(state, &shared.info.id, &connect_groups).await;
     info!(parent: &span, stage = %shared.info.stage, "connected");
 
     let upgrade = hyper::upgrade::on(&mut request);
@@ -199,8 +199,29 @@ async fn accept_or_reject(
     Ok(response)
 }
 
+/// Joins and leaves the groups an integration answer named (invalid names are logged and
+/// skipped).
+pub async fn apply_group_changes(state: &AppState, id: &ConnectionId, changes: &GroupChanges) {
+    for (names, join) in [(&changes.join, true), (&changes.leave, false)] {
+        for name in names {
+            let Some(group) = GroupName::parse(name) else {
+                warn!(group = %name, "integration named an invalid group; ignored");
+                continue;
+            };
+            let result = if join {
+                state.cluster.join(&group, id).await
+            } else {
+                state.cluster.leave(&group, id).await
+            };
+            if let Err(error) = result {
+                debug!(group = %name, %error, "group change from an integration answer failed");
+            }
+        }
+    }
+}
+
 /// Checks the upgrade headers; returns the `Sec-WebSocket-Key`.
-fn check_upgrade(method: &Method, headers: &HeaderMap) -> Result<String, Response<Body>> {
+fn check_upgrade(method: &Method, headers: &HeaderMap) -> Result<String, Rejection> {
     let wants_websocket = headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -209,17 +230,14 @@ fn check_upgrade(method: &Method, headers: &HeaderMap) -> Result<String, Respons
                 .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
         });
     if !wants_websocket {
-        let mut response = reject(
+        return Err(Rejection::new(
             StatusCode::UPGRADE_REQUIRED,
             "This endpoint only accepts WebSocket upgrades",
-        );
-        response
-            .headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        return Err(response);
+        )
+        .with_header(header::UPGRADE, "websocket"));
     }
     if method != Method::GET {
-        return Err(reject(
+        return Err(Rejection::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "A WebSocket upgrade must be a GET",
         ));
@@ -233,7 +251,7 @@ fn check_upgrade(method: &Method, headers: &HeaderMap) -> Result<String, Respons
                 .any(|p| p.trim().eq_ignore_ascii_case("upgrade"))
         });
     if !connection_upgrade {
-        return Err(reject(
+        return Err(Rejection::new(
             StatusCode::BAD_REQUEST,
             "Connection header must contain Upgrade",
         ));
@@ -242,22 +260,18 @@ fn check_upgrade(method: &Method, headers: &HeaderMap) -> Result<String, Respons
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_some_and(|v| v.as_bytes() == b"13");
     if !version_ok {
-        let mut response = reject(
+        return Err(Rejection::new(
             StatusCode::UPGRADE_REQUIRED,
             "Unsupported Sec-WebSocket-Version; use 13",
-        );
-        response.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return Err(response);
+        )
+        .with_header(header::SEC_WEBSOCKET_VERSION, "13"));
     }
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .and_then(|v| v.to_str().ok())
         .filter(|k| STANDARD.decode(k.trim()).is_ok_and(|b| b.len() == 16))
         .ok_or_else(|| {
-            reject(
+            Rejection::new(
                 StatusCode::BAD_REQUEST,
                 "Sec-WebSocket-Key must be base64 of 16 bytes",
             )
@@ -304,21 +318,58 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
-fn reject(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "message": message }).to_string();
-    let mut response = Response::new(Body::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+/// A handshake refused before the 101: a status, a JSON message (or an empty body), and
+/// at most one extra header. Every rejection closes the TCP connection.
+#[derive(Debug)]
+struct Rejection {
+    status: StatusCode,
+    message: Option<&'static str>,
+    header: Option<(header::HeaderName, &'static str)>,
 }
 
-fn empty(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(Body::default());
-    *response.status_mut() = status;
-    response
+impl Rejection {
+    fn new(status: StatusCode, message: &'static str) -> Self {
+        Self {
+            status,
+            message: Some(message),
+            header: None,
+        }
+    }
+
+    fn empty(status: StatusCode) -> Self {
+        Self {
+            status,
+            message: None,
+            header: None,
+        }
+    }
+
+    fn with_header(mut self, name: header::HeaderName, value: &'static str) -> Self {
+        self.header = Some((name, value));
+        self
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let body = self.message.map_or_else(Body::default, |message| {
+            Body::new(Bytes::from(
+                serde_json::json!({ "message": message }).to_string(),
+            ))
+        });
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        if self.message.is_some() {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        if let Some((name, value)) = self.header {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    }
 }
 
 /// Milliseconds since the epoch.

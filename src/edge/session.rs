@@ -26,10 +26,11 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, info, warn};
 
 use super::close::Close;
-use super::handshake::now_ms;
+use super::handshake::{apply_group_changes, now_ms};
 use crate::api::Api;
 use crate::app::AppState;
 use crate::config::BinaryFrames;
@@ -78,20 +79,18 @@ pub async fn run(
     tokio::pin!(timer);
     let mut inflight: JoinSet<Option<Message>> = JoinSet::new();
     let max_inflight = api.client.max_inflight_per_connection;
+    let write_grace = Duration::from_millis(api.client.slow_consumer_grace_ms);
 
     let ending = loop {
         tokio::select! {
             biased;
-            _ = shared.cancel.cancelled() => {
-                break Ending::ServerCloses(shared.close_request().map_or_else(Close::going_away, |r| Close::new(r.code, r.reason.clone())));
-            }
+            _ = shared.cancel.cancelled() => break requested_close(&shared),
             queued = outbound.recv() => {
                 let Some(first) = queued else {
                     break Ending::ServerCloses(Close::going_away());
                 };
-                if let Err(error) = write_queued(&mut ws, &shared, &mut outbound, first).await {
-                    debug!(%error, "write failed");
-                    break Ending::Dropped(Close::abnormal("Connection closed abnormally"));
+                if let Some(end) = bounded(&shared, write_grace, write_queued(&mut ws, &shared, &mut outbound, first)).await {
+                    break end;
                 }
                 last_activity = Instant::now();
                 shared.touch(now_ms() as u64);
@@ -100,8 +99,8 @@ pub async fn run(
                 if let Ok(Some(reply)) = done {
                     last_activity = Instant::now();
                     shared.touch(now_ms() as u64);
-                    if ws.send(reply).await.is_err() {
-                        break Ending::Dropped(Close::abnormal("Connection closed abnormally"));
+                    if let Some(end) = bounded(&shared, write_grace, ws.send(reply)).await {
+                        break end;
                     }
                 }
             }
@@ -141,23 +140,25 @@ pub async fn run(
                 let request_id = request_id();
                 match selection {
                     Selection::Route(route) => {
-                        let call = call_route(api.clone(), shared.clone(), route.clone(), Bytes::from(body), is_base64, request_id);
+                        let call = call_route(state.clone(), api.clone(), shared.clone(), route.clone(), Bytes::from(body), is_base64, request_id);
                         inflight.spawn(call.in_current_span());
                     }
                     Selection::NoRoute => {
                         info!(%request_id, "no route matched and no $default: Forbidden");
-                        if ws.send(error_frame("Forbidden", &shared.info.id_text, &request_id)).await.is_err() {
-                            break Ending::Dropped(Close::abnormal("Connection closed abnormally"));
+                        let frame = error_frame("Forbidden", &shared.info.id_text, &request_id);
+                        if let Some(end) = bounded(&shared, write_grace, ws.send(frame)).await {
+                            break end;
                         }
                     }
                     Selection::TooDeep => {
                         info!(%request_id, "message nests too deeply: Bad request body");
                         let frame = format!(
                             r#"{{"message" : "Bad request body", "connectionId": "{}", "messageId": "{}"}}"#,
-                            shared.info.id_text, request_id
+                            shared.info.id_text,
+                            crate::connections::id::request_id()
                         );
-                        if ws.send(Message::text(frame)).await.is_err() {
-                            break Ending::Dropped(Close::abnormal("Connection closed abnormally"));
+                        if let Some(end) = bounded(&shared, write_grace, ws.send(Message::text(frame))).await {
+                            break end;
                         }
                     }
                 }
@@ -173,8 +174,8 @@ pub async fn run(
                     }
                     awaiting_pong = true;
                     next_ping = ping_interval.map(|p| at + p);
-                    if ws.send(Message::Ping(Bytes::new())).await.is_err() {
-                        break Ending::Dropped(Close::abnormal("Connection closed abnormally"));
+                    if let Some(end) = bounded(&shared, write_grace, ws.send(Message::Ping(Bytes::new()))).await {
+                        break end;
                     }
                 }
                 timer.as_mut().reset(deadline(last_activity, next_ping));
@@ -213,6 +214,40 @@ pub async fn run(
     finish(&state, &api, &shared, close).await;
 }
 
+/// The close someone asked for (DELETE), or 1001 when the node is shutting down.
+fn requested_close(shared: &ConnShared) -> Ending {
+    Ending::ServerCloses(
+        shared
+            .close_request()
+            .map_or_else(Close::going_away, |r| Close::new(r.code, r.reason.clone())),
+    )
+}
+
+/// Runs one write to the socket, bounded: a DELETE or shutdown interrupts it, and a client
+/// that reads too slowly for it to finish within `grace` is closed with 1013. Returns how
+/// the session ends, or `None` when the write went through.
+async fn bounded(
+    shared: &ConnShared,
+    grace: Duration,
+    write: impl Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>>,
+) -> Option<Ending> {
+    tokio::select! {
+        biased;
+        _ = shared.cancel.cancelled() => Some(requested_close(shared)),
+        result = tokio::time::timeout(grace, write) => match result {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => {
+                debug!(%error, "write failed");
+                Some(Ending::Dropped(Close::abnormal("Connection closed abnormally")))
+            }
+            Err(_) => {
+                info!(grace_ms = grace.as_millis() as u64, "slow consumer: closing");
+                Some(Ending::ServerCloses(Close::new(1013, "Slow consumer")))
+            }
+        },
+    }
+}
+
 /// Writes `first` and whatever else is queued, then flushes once.
 async fn write_queued(
     ws: &mut Ws,
@@ -232,6 +267,7 @@ async fn write_queued(
 
 /// Calls a route's integration for one message; returns the frame to send back, if any.
 async fn call_route(
+    state: Arc<AppState>,
     api: Arc<Api>,
     shared: Arc<ConnShared>,
     route: Route,
@@ -240,6 +276,7 @@ async fn call_route(
     request_id: String,
 ) -> Option<Message> {
     let started = std::time::Instant::now();
+    let message_id = crate::connections::id::request_id();
     let text = std::str::from_utf8(&body).unwrap_or_default();
     let event = Event {
         conn: &shared.info,
@@ -248,7 +285,7 @@ async fn call_route(
         request_id: &request_id,
         request_time_ms: now_ms(),
         detail: EventDetail::Message {
-            message_id: &request_id,
+            message_id: &message_id,
             body: text,
             is_base64,
         },
@@ -258,6 +295,9 @@ async fn call_route(
     match result {
         Ok(response) => {
             info!(%request_id, route = %route.key, status = response.status, latency_ms, "message");
+            if !response.groups.is_empty() {
+                apply_group_changes(&state, &shared.info.id, &response.groups).await;
+            }
             if !route.two_way {
                 return None;
             }
@@ -288,17 +328,26 @@ fn error_frame(message: &str, connection_id: &str, request_id: &str) -> Message 
     ))
 }
 
-/// Deregisters the connection and runs `$disconnect` (best effort, tracked so shutdown
-/// waits for it).
+/// Deregisters the connection and runs `$disconnect`.
 pub async fn finish(state: &Arc<AppState>, api: &Arc<Api>, shared: &Arc<ConnShared>, close: Close) {
-    state.registry.remove(&shared.info.id);
+    state.cluster.disconnected(shared);
     info!(code = close.code, reason = %close.reason, "disconnected");
+    fire_disconnect(&state.tracker, api, shared.clone(), close);
+}
+
+/// Calls the `$disconnect` integration, if any, in the background (best effort; tracked,
+/// so shutdown waits for it).
+pub fn fire_disconnect(
+    tracker: &TaskTracker,
+    api: &Arc<Api>,
+    shared: Arc<ConnShared>,
+    close: Close,
+) {
     let Some(route) = api.routes.disconnect().cloned() else {
         return;
     };
     let api = api.clone();
-    let shared = shared.clone();
-    state.tracker.spawn(
+    tracker.spawn(
         async move {
             let request_id = request_id();
             let event = Event {

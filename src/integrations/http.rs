@@ -100,16 +100,23 @@ impl HttpIntegration {
                 .get(header::SEC_WEBSOCKET_PROTOCOL)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
+            let mut header_groups = proxy_response::GroupChanges::default();
+            for (name, value) in response.headers() {
+                if let Ok(value) = value.to_str() {
+                    header_groups.add_header(name.as_str(), value);
+                }
+            }
             let body = Limited::new(response.into_body(), self.max_response_bytes)
                 .collect()
                 .await
                 .map_err(|e| IntegrationError::Body(e.to_string()))?
                 .to_bytes();
-            Ok::<_, IntegrationError>((status, header_subprotocol, body))
+            Ok::<_, IntegrationError>((status, header_subprotocol, header_groups, body))
         };
-        let (status, header_subprotocol, body) = tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| IntegrationError::Timeout)??;
+        let (status, header_subprotocol, header_groups, body) =
+            tokio::time::timeout(self.timeout, call)
+                .await
+                .map_err(|_| IntegrationError::Timeout)??;
         if status >= 500 {
             return Err(IntegrationError::Status(status));
         }
@@ -120,8 +127,12 @@ impl HttpIntegration {
                 subprotocol: None,
                 body: (!body.is_empty()).then_some(body),
                 binary: false,
+                groups: Default::default(),
             },
         };
+        let mut groups = parsed.groups;
+        groups.join.extend(header_groups.join);
+        groups.leave.extend(header_groups.leave);
         let effective = match parsed.status {
             Some(proxy_status) if (200..300).contains(&status) => proxy_status,
             _ => status,
@@ -131,6 +142,7 @@ impl HttpIntegration {
             subprotocol: parsed.subprotocol.or(header_subprotocol),
             body: parsed.body,
             binary: parsed.binary,
+            groups,
         })
     }
 

@@ -137,6 +137,7 @@ impl MockIntegration {
             subprotocol: None,
             body: (!rendered.is_empty()).then_some(rendered),
             binary: false,
+            groups: Default::default(),
         }
     }
 }

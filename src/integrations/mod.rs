@@ -27,6 +27,8 @@ pub struct IntegrationResponse {
     pub body: Option<Bytes>,
     /// Whether `body` is binary.
     pub binary: bool,
+    /// Groups to join or leave (`x-switchboard-join` / `x-switchboard-leave`).
+    pub groups: proxy_response::GroupChanges,
 }
 
 /// Why an integration call failed.
@@ -70,7 +72,7 @@ pub struct TemplateError(pub String);
 #[derive(Debug, Clone)]
 pub enum Integration {
     /// An HTTP backend.
-    Http(http::HttpIntegration),
+    Http(Box<http::HttpIntegration>),
     /// A static template.
     Mock(mock::MockIntegration),
 }
@@ -92,13 +94,13 @@ impl Integration {
                 let uri = url.parse().map_err(|e: ::http::uri::InvalidUri| {
                     ConfigError::invalid(format!("integrations.{name}.url"), e.to_string())
                 })?;
-                Ok(Self::Http(http::HttpIntegration::new(
+                Ok(Self::Http(Box::new(http::HttpIntegration::new(
                     uri,
                     *mode,
                     Duration::from_millis(*timeout_ms),
                     *max_response_bytes,
                     client.clone(),
-                )))
+                ))))
             }
             IntegrationSettings::Mock { template, status } => Ok(Self::Mock(
                 mock::MockIntegration::new(template, *status).map_err(|e| {

@@ -21,6 +21,47 @@ pub struct ProxyResult {
     pub body: Option<Bytes>,
     /// Whether `body` is binary (it was base64 with `isBase64Encoded: true`).
     pub binary: bool,
+    /// Group changes the answer asked for (`x-switchboard-join` / `x-switchboard-leave`).
+    pub groups: GroupChanges,
+}
+
+/// Groups an integration answer asks the gateway to add the caller to, or remove it from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupChanges {
+    /// Comma-separated names from `x-switchboard-join`.
+    pub join: Vec<String>,
+    /// Comma-separated names from `x-switchboard-leave`.
+    pub leave: Vec<String>,
+}
+
+/// The header naming groups to join.
+pub const JOIN_HEADER: &str = "x-switchboard-join";
+/// The header naming groups to leave.
+pub const LEAVE_HEADER: &str = "x-switchboard-leave";
+
+impl GroupChanges {
+    /// Reads one header; ignores names that are not group headers.
+    pub fn add_header(&mut self, name: &str, value: &str) {
+        let list = if name.eq_ignore_ascii_case(JOIN_HEADER) {
+            &mut self.join
+        } else if name.eq_ignore_ascii_case(LEAVE_HEADER) {
+            &mut self.leave
+        } else {
+            return;
+        };
+        list.extend(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(str::to_owned),
+        );
+    }
+
+    /// Whether nothing is asked.
+    pub fn is_empty(&self) -> bool {
+        self.join.is_empty() && self.leave.is_empty()
+    }
 }
 
 /// Why a proxy-shaped answer was refused.
@@ -35,6 +76,7 @@ pub fn parse(raw: Bytes) -> Result<ProxyResult, Malformed> {
         subprotocol: None,
         body: (!raw.is_empty()).then_some(raw),
         binary: false,
+        groups: GroupChanges::default(),
     };
     let first = raw.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
@@ -51,6 +93,7 @@ pub fn parse(raw: Bytes) -> Result<ProxyResult, Malformed> {
         subprotocol: None,
         body: None,
         binary: false,
+        groups: GroupChanges::default(),
     };
     let mut body_text: Option<String> = None;
     for (key, value) in map {
@@ -70,6 +113,7 @@ pub fn parse(raw: Bytes) -> Result<ProxyResult, Malformed> {
                         let v = scalar_string(&v).ok_or_else(|| {
                             Malformed(format!("header {name:?} must be a string"))
                         })?;
+                        result.groups.add_header(&name, &v);
                         if name.eq_ignore_ascii_case("sec-websocket-protocol") {
                             result.subprotocol = Some(v);
                         }
@@ -91,6 +135,9 @@ pub fn parse(raw: Bytes) -> Result<ProxyResult, Malformed> {
                         let values = values.ok_or_else(|| {
                             Malformed(format!("multiValueHeaders {name:?} must hold strings"))
                         })?;
+                        for v in &values {
+                            result.groups.add_header(&name, v);
+                        }
                         if name.eq_ignore_ascii_case("sec-websocket-protocol")
                             && result.subprotocol.is_none()
                         {
@@ -168,6 +215,13 @@ mod tests {
         let r = p(r#"{"statusCode":"201","multiValueHeaders":{"sec-websocket-protocol":["a"]}}"#)
             .unwrap();
         assert_eq!((r.status, r.subprotocol.as_deref()), (Some(201), Some("a")));
+    }
+
+    #[test]
+    fn group_headers_are_read() {
+        let r = p(r#"{"statusCode":200,"headers":{"X-Switchboard-Join":"a, b"},"multiValueHeaders":{"x-switchboard-leave":["c","d,e"]}}"#).unwrap();
+        assert_eq!(r.groups.join, ["a", "b"]);
+        assert_eq!(r.groups.leave, ["c", "d", "e"]);
     }
 
     #[test]

@@ -1,57 +1,29 @@
-//! `@connections/{id}`: POST queues a message for a connection, GET describes it, DELETE
-//! closes it (optionally with `?code=&reason=`, which AWS cannot do).
+//! `@connections`: POST queues a message for a connection on any node, GET describes it,
+//! DELETE closes it (optionally with `?code=&reason=`, which AWS cannot do), and GET on
+//! `@connections` lists every connection in the cluster a page at a time.
 //!
-//! A 200 on POST means the message is in the connection's outbound queue; 410 that the
-//! connection is gone; 429 that its queue is full; 413 that the body is over the limit.
-
-use std::sync::atomic::Ordering;
+//! A 200 on POST means the owning node put the message in the connection's outbound queue;
+//! 410 that the connection (or its node) is gone; 429 that its queue is full; 413 that the
+//! body is over the limit; 503 that the backplane could not reach the owner.
 
 use axum::Json;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use chrono::{SecondsFormat, TimeZone as _, Utc};
 use http::StatusCode;
-use http_body_util::{BodyExt as _, Limited};
 use serde::Serialize;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::error::ApiError;
+use super::{Listing, iso, read_message};
 use crate::app::AppState;
-use crate::connections::{CloseRequest, ConnectionId, SendError};
+use crate::cluster::ConnectionRecord;
+use crate::connections::ConnectionId;
 use crate::edge::close::{Close, is_sendable};
 
 /// POST: queue the body as one frame (text when it is UTF-8, binary otherwise).
 pub async fn post(state: &AppState, id: ConnectionId, body: Body) -> Result<Response, ApiError> {
-    let limit = state.api.client.max_message_bytes;
-    let handle = state.registry.get(&id).ok_or_else(ApiError::gone)?;
-    let bytes = Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|_| ApiError::too_large(limit))?
-        .to_bytes();
-    let message = match std::str::from_utf8(&bytes) {
-        Ok(_) => Message::Text(
-            bytes
-                .try_into()
-                .map_err(|_| ApiError::bad_request("body is not UTF-8"))?,
-        ),
-        Err(_) => Message::Binary(bytes),
-    };
-    match handle.try_send(message) {
-        Ok(()) => Ok(StatusCode::OK.into_response()),
-        Err(SendError::Gone) => Err(ApiError::gone()),
-        Err(SendError::Full) => Err(ApiError::limit_exceeded(
-            "The connection's outbound queue is full",
-        )),
-    }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Description {
-    connected_at: String,
-    identity: Identity,
-    last_active_at: String,
+    let message = read_message(state, body).await?;
+    state.cluster.post(&id, message).await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 #[derive(Serialize)]
@@ -62,34 +34,79 @@ struct Identity {
     user_agent: Option<String>,
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Description {
+    connected_at: String,
+    identity: Identity,
+    last_active_at: String,
+}
+
 /// GET: `{connectedAt, identity: {sourceIp, userAgent}, lastActiveAt}` with ISO-8601 times.
-pub fn get(state: &AppState, id: ConnectionId) -> Result<Response, ApiError> {
-    let handle = state.registry.get(&id).ok_or_else(ApiError::gone)?;
-    let info = &handle.shared.info;
-    let description = Description {
-        connected_at: iso(info.connected_at_ms),
+pub async fn get(state: &AppState, id: ConnectionId) -> Result<Response, ApiError> {
+    let (record, last_active) = state.cluster.describe(&id).await?;
+    Ok(Json(Description {
+        connected_at: iso(record.connected_at),
         identity: Identity {
-            source_ip: info.source_ip.to_string(),
-            user_agent: info.user_agent.clone(),
+            source_ip: record.source_ip,
+            user_agent: record.user_agent,
         },
-        last_active_at: iso(handle.shared.last_active_ms.load(Ordering::Relaxed) as i64),
-    };
-    Ok(Json(description).into_response())
+        last_active_at: iso(last_active),
+    })
+    .into_response())
 }
 
 /// DELETE: close the connection; 204 once the close is requested.
-pub fn delete(
+pub async fn delete(
     state: &AppState,
     id: ConnectionId,
     query: Option<&str>,
 ) -> Result<Response, ApiError> {
     let close = close_from_query(query)?;
-    let handle = state.registry.get(&id).ok_or_else(ApiError::gone)?;
-    handle.shared.request_close(CloseRequest {
-        code: close.code,
-        reason: close.reason,
-    });
+    state.cluster.close(&id, close).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Listed {
+    connection_id: String,
+    connected_at: String,
+    identity: Identity,
+    stage: String,
+}
+
+#[derive(Serialize)]
+struct ConnectionsPage {
+    connections: Vec<Listed>,
+    cursor: Option<String>,
+}
+
+/// GET `@connections?cursor=&limit=`: `{"connections": [...], "cursor": "…" | null}`.
+pub async fn list(state: &AppState, query: Option<&str>) -> Result<Response, ApiError> {
+    let listing = Listing::from_query(query)?;
+    let page = state
+        .cluster
+        .list_connections(listing.cursor.as_deref(), listing.limit)
+        .await?;
+    let connections = page
+        .items
+        .into_iter()
+        .map(|r: ConnectionRecord| Listed {
+            connection_id: r.connection_id,
+            connected_at: iso(r.connected_at),
+            identity: Identity {
+                source_ip: r.source_ip,
+                user_agent: r.user_agent,
+            },
+            stage: r.stage,
+        })
+        .collect();
+    Ok(Json(ConnectionsPage {
+        connections,
+        cursor: page.cursor,
+    })
+    .into_response())
 }
 
 /// `?code=4000&reason=bye`: a sendable code and a reason of at most 123 bytes.
@@ -123,13 +140,6 @@ fn close_from_query(query: Option<&str>) -> Result<Close, ApiError> {
         close.reason = String::new();
     }
     Ok(close)
-}
-
-fn iso(epoch_ms: i64) -> String {
-    Utc.timestamp_millis_opt(epoch_ms)
-        .single()
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

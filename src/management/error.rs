@@ -64,6 +64,15 @@ impl ApiError {
         )
     }
 
+    /// 503 `ServiceUnavailableException` with `Retry-After`.
+    pub fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailableException",
+            Some("The cluster backplane is unavailable; retry later".into()),
+        )
+    }
+
     fn new(status: StatusCode, error_type: &'static str, message: Option<String>) -> Self {
         Self {
             status,
@@ -88,6 +97,11 @@ impl IntoResponse for ApiError {
             None => ().into_response(),
         };
         *response.status_mut() = self.status;
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response.headers_mut().insert(
             "x-amzn-errortype",
             HeaderValue::from_static(self.error_type),

@@ -1,5 +1,5 @@
-//! The management (callback) API for backends, on its own listener:
-//! `POST|GET|DELETE [/{stage}]/@connections/{id}` and `GET /healthz`.
+//! The management (callback) API for backends, on its own listener: `@connections`
+//! (AWS's three calls plus a listing), groups and broadcast (`groups`), and `/healthz`.
 //!
 //! Paths are parsed by hand (`paths`) because AWS SDKs percent-encode the `@`. Every
 //! route but `/healthz` requires credentials (`auth`); errors are AWS-shaped (`error`).
@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod connections;
 pub mod error;
+pub mod groups;
 pub mod paths;
 
 use std::sync::Arc;
@@ -15,11 +16,15 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use chrono::{SecondsFormat, TimeZone as _, Utc};
 use http::{HeaderMap, HeaderValue, Method, Uri};
+use http_body_util::{BodyExt as _, Limited};
 use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
 use tracing::{info, warn};
 
 use crate::app::AppState;
+use crate::cluster::DeliveryError;
 use crate::connections::id::request_id;
 use error::ApiError;
 use paths::{PathError, Target};
@@ -31,7 +36,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
     }
 }
 
-/// The management router (also used directly by tests with `oneshot`).
+/// The management router.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new().fallback(dispatch).with_state(state)
 }
@@ -46,6 +51,8 @@ async fn dispatch(
     let request_id = request_id();
     let api = state.api.clone();
     let target = paths::parse(uri.path(), |s| api.stages.iter().any(|stage| **stage == *s));
+    let query = uri.query();
+    let no_route = || Err(ApiError::no_route(&method, uri.path()));
     let (route, outcome) = match target {
         Ok(Target::Health) if method == Method::GET => (
             "healthz",
@@ -54,21 +61,48 @@ async fn dispatch(
         _ if !auth::is_authorized(&state.management, &headers) => {
             ("unauthorized", Err(ApiError::forbidden()))
         }
-        Ok(Target::Connection(id)) => {
-            let result = match method {
+        Ok(Target::Connection(id)) => (
+            "@connections/{id}",
+            match method {
                 Method::POST => connections::post(&state, id, body).await,
-                Method::GET => connections::get(&state, id),
-                Method::DELETE => connections::delete(&state, id, uri.query()),
-                _ => Err(ApiError::no_route(&method, uri.path())),
-            };
-            ("@connections", result)
+                Method::GET => connections::get(&state, id).await,
+                Method::DELETE => connections::delete(&state, id, query).await,
+                _ => no_route(),
+            },
+        ),
+        Ok(Target::Connections) if method == Method::GET => {
+            ("@connections", connections::list(&state, query).await)
         }
-        Ok(Target::Health) => ("healthz", Err(ApiError::no_route(&method, uri.path()))),
+        Ok(Target::GroupMember(group, id)) => (
+            "@groups/{group}/members/{id}",
+            match method {
+                Method::PUT => groups::add(&state, &group, id).await,
+                Method::DELETE => groups::remove(&state, &group, id).await,
+                _ => no_route(),
+            },
+        ),
+        Ok(Target::GroupMembers(group)) if method == Method::GET => (
+            "@groups/{group}/members",
+            groups::members(&state, &group, query).await,
+        ),
+        Ok(Target::Group(group)) if method == Method::POST => (
+            "@groups/{group}",
+            groups::broadcast(&state, Some(&group), body).await,
+        ),
+        Ok(Target::Broadcast) if method == Method::POST => {
+            ("@broadcast", groups::broadcast(&state, None, body).await)
+        }
+        Ok(_) | Err(PathError::NotFound) => ("unknown", no_route()),
         Err(PathError::InvalidConnectionId(id)) => (
-            "@connections",
+            "invalid",
             Err(ApiError::bad_request(format!("Invalid connectionId: {id}"))),
         ),
-        Err(PathError::NotFound) => ("unknown", Err(ApiError::no_route(&method, uri.path()))),
+        Err(PathError::InvalidGroup(group)) => (
+            "invalid",
+            Err(ApiError::bad_request(format!(
+                "Invalid group name: {group}"
+            ))),
+        ),
     };
     let mut response = outcome.unwrap_or_else(IntoResponse::into_response);
     if route != "healthz" {
@@ -78,4 +112,72 @@ async fn dispatch(
         response.headers_mut().insert("x-amzn-requestid", value);
     }
     response
+}
+
+impl From<DeliveryError> for ApiError {
+    fn from(error: DeliveryError) -> Self {
+        match error {
+            DeliveryError::Gone => ApiError::gone(),
+            DeliveryError::Full => {
+                ApiError::limit_exceeded("The connection's outbound queue is full")
+            }
+            DeliveryError::Unavailable => ApiError::unavailable(),
+        }
+    }
+}
+
+/// Reads a message body (at most `client.max_message_bytes`, else 413) as one frame:
+/// text when it is UTF-8, binary otherwise.
+async fn read_message(state: &AppState, body: Body) -> Result<Message, ApiError> {
+    let limit = state.api.client.max_message_bytes;
+    let bytes = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|_| ApiError::too_large(limit))?
+        .to_bytes();
+    Ok(match std::str::from_utf8(&bytes) {
+        Ok(_) => Message::Text(
+            bytes
+                .try_into()
+                .map_err(|_| ApiError::bad_request("body is not UTF-8"))?,
+        ),
+        Err(_) => Message::Binary(bytes),
+    })
+}
+
+/// `?cursor=…&limit=…` of a listing (limit 1–1000, default 100).
+struct Listing {
+    cursor: Option<String>,
+    limit: usize,
+}
+
+impl Listing {
+    fn from_query(query: Option<&str>) -> Result<Self, ApiError> {
+        let mut listing = Listing {
+            cursor: None,
+            limit: 100,
+        };
+        for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match &*key {
+                "cursor" if !value.is_empty() => listing.cursor = Some(value.into_owned()),
+                "limit" => {
+                    listing.limit = value
+                        .parse()
+                        .ok()
+                        .filter(|l| (1..=1000).contains(l))
+                        .ok_or_else(|| ApiError::bad_request("limit must be between 1 and 1000"))?;
+                }
+                _ => {}
+            }
+        }
+        Ok(listing)
+    }
+}
+
+/// Epoch milliseconds as ISO-8601 with milliseconds.
+fn iso(epoch_ms: i64) -> String {
+    Utc.timestamp_millis_opt(epoch_ms)
+        .single()
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default()
 }

@@ -1,0 +1,73 @@
+//! Redis key and channel names. Every key that belongs to one node or one group carries
+//! that node or group in a hash tag (`{…}`), so on Redis Cluster a node's keys live in one
+//! slot and multi-key commands on them stay legal.
+//!
+//! | Key | Type | Holds |
+//! |---|---|---|
+//! | `<p>:nodes` | sorted set | node tag → last lease refresh (ms) |
+//! | `<p>:{n.<tag>}:lease` | string with TTL | the node's lease; gone = node dead |
+//! | `<p>:{n.<tag>}:conns` | hash | connection id → record JSON (for listing and reaping) |
+//! | `<p>:{n.<tag>}:memberships` | set | `group\tconnectionId` for the node's connections |
+//! | `<p>:{n.<tag>}:reaper` | string with TTL | which survivor is cleaning up a dead node |
+//! | `<p>:{g.<group>}:members` | set | connection ids in the group, cluster-wide |
+//! | channel `<p>:{n.<tag>}:inbox` | pub/sub | requests to, and replies for, the node |
+//! | channel `<p>:broadcast` | pub/sub | broadcasts, one publish reaching every node |
+
+use crate::connections::NodeTag;
+
+/// Builds names under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Names under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+    /// The set of known nodes.
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+    /// A node's lease.
+    pub fn lease(&self, node: &str) -> String {
+        format!("{}:{{n.{node}}}:lease", self.prefix)
+    }
+    /// A node's connection records.
+    pub fn conns(&self, node: &str) -> String {
+        format!("{}:{{n.{node}}}:conns", self.prefix)
+    }
+    /// A node's group memberships.
+    pub fn memberships(&self, node: &str) -> String {
+        format!("{}:{{n.{node}}}:memberships", self.prefix)
+    }
+    /// The claim on cleaning up a dead node.
+    pub fn reaper(&self, node: &str) -> String {
+        format!("{}:{{n.{node}}}:reaper", self.prefix)
+    }
+    /// A group's members.
+    pub fn members(&self, group: &str) -> String {
+        format!("{}:{{g.{group}}}:members", self.prefix)
+    }
+    /// A node's inbox channel.
+    pub fn inbox(&self, node: &str) -> String {
+        format!("{}:{{n.{node}}}:inbox", self.prefix)
+    }
+    /// The broadcast channel.
+    pub fn broadcast(&self) -> String {
+        format!("{}:broadcast", self.prefix)
+    }
+}
+
+/// A node tag's text form, as used in keys.
+pub fn tag(node: NodeTag) -> String {
+    node.to_string()
+}
+
+/// A membership entry: `group\tconnectionId` (group names cannot contain a tab).
+pub fn membership(group: &str, conn: &str) -> String {
+    format!("{group}\t{conn}")
+}

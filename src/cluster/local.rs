@@ -1,0 +1,199 @@
+//! This node's half of every cluster operation: its registry and its local group
+//! membership. Delivering to a connection always ends here, on the node that owns it.
+//!
+//! Group membership is indexed by group → member handles, so a broadcast touches only its
+//! members and never looks anything up per recipient. Every send is a `try_send`: a
+//! broadcast never waits on a slow member (a full queue counts as dropped).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use dashmap::DashMap;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{ConnectionRecord, GroupName, Page};
+use crate::connections::{
+    CloseRequest, ConnHandle, ConnShared, ConnectionId, NodeTag, Registry, SendError,
+};
+
+/// What a broadcast did on one node.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fanout {
+    /// Members whose queue took the message.
+    pub delivered: usize,
+    /// Members whose queue was full (slow consumers).
+    pub dropped: usize,
+}
+
+/// The connections and groups this node holds.
+#[derive(Debug)]
+pub struct Local {
+    /// This node.
+    pub node: NodeTag,
+    /// Connections by id.
+    pub registry: Registry,
+    /// Group → its local members. Sharded map: joins and broadcasts of different groups
+    /// rarely contend; guards are never held across an `.await`.
+    groups: DashMap<Arc<str>, HashMap<ConnectionId, ConnHandle>>,
+}
+
+impl Local {
+    /// An empty node.
+    pub fn new(node: NodeTag) -> Self {
+        Self {
+            node,
+            registry: Registry::default(),
+            groups: DashMap::new(),
+        }
+    }
+
+    /// Queues a message for a local connection.
+    pub fn post(&self, id: &ConnectionId, message: Message) -> Result<(), SendError> {
+        self.registry.send(id, message)
+    }
+
+    /// Asks a local connection to close.
+    pub fn close(&self, id: &ConnectionId, request: CloseRequest) -> Result<(), SendError> {
+        let handle = self.registry.get(id).ok_or(SendError::Gone)?;
+        handle.shared.request_close(request);
+        Ok(())
+    }
+
+    /// A local connection's record and `lastActiveAt` (epoch ms).
+    pub fn describe(&self, id: &ConnectionId) -> Option<(ConnectionRecord, i64)> {
+        let handle = self.registry.get(id)?;
+        let last = handle.shared.last_active_ms.load(Ordering::Relaxed) as i64;
+        Some((ConnectionRecord::of(&handle.shared), last))
+    }
+
+    /// Adds a local connection to `group`; `Ok(false)` if it was already a member.
+    pub fn join(&self, group: &GroupName, id: &ConnectionId) -> Result<bool, SendError> {
+        let handle = self.registry.get(id).ok_or(SendError::Gone)?;
+        let name: Arc<str> = group.as_str().into();
+        {
+            let mut joined = handle
+                .shared
+                .groups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if joined.iter().any(|g| **g == *name) {
+                return Ok(false);
+            }
+            joined.push(name.clone());
+        }
+        self.groups.entry(name).or_default().insert(*id, handle);
+        Ok(true)
+    }
+
+    /// Removes a local connection from `group`; `Ok(false)` if it was not a member.
+    pub fn leave(&self, group: &GroupName, id: &ConnectionId) -> Result<bool, SendError> {
+        let handle = self.registry.get(id).ok_or(SendError::Gone)?;
+        let was_member = {
+            let mut joined = handle
+                .shared
+                .groups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let before = joined.len();
+            joined.retain(|g| **g != *group.as_str());
+            before != joined.len()
+        };
+        self.remove_member(group.as_str(), id);
+        Ok(was_member)
+    }
+
+    /// Removes a closing connection from every group; returns the groups it was in.
+    pub fn leave_all(&self, shared: &ConnShared) -> Vec<Arc<str>> {
+        let groups = std::mem::take(&mut *shared.groups.lock().unwrap_or_else(|p| p.into_inner()));
+        for group in &groups {
+            self.remove_member(group, &shared.info.id);
+        }
+        groups
+    }
+
+    fn remove_member(&self, group: &str, id: &ConnectionId) {
+        let emptied = match self.groups.get_mut(group) {
+            Some(mut members) => {
+                members.remove(id);
+                members.is_empty()
+            }
+            None => false,
+        };
+        if emptied {
+            self.groups
+                .remove_if(group, |_, members| members.is_empty());
+        }
+    }
+
+    /// Queues `message` for every local member of `group` (or every local connection).
+    /// The message's bytes are shared by all recipients.
+    pub fn broadcast(&self, group: Option<&str>, message: &Message) -> Fanout {
+        let mut fanout = Fanout::default();
+        let mut send = |handle: &ConnHandle| match handle.try_send(message.clone()) {
+            Ok(()) => fanout.delivered += 1,
+            Err(SendError::Full) => fanout.dropped += 1,
+            Err(SendError::Gone) => {}
+        };
+        match group {
+            Some(group) => {
+                if let Some(members) = self.groups.get(group) {
+                    members.values().for_each(&mut send);
+                }
+            }
+            None => self.registry.for_each(&mut send),
+        }
+        fanout
+    }
+
+    /// Local connections, in id order, after `cursor`.
+    pub fn list_connections(&self, cursor: Option<&str>, limit: usize) -> Page<ConnectionRecord> {
+        let mut records: Vec<ConnectionRecord> = self
+            .registry
+            .handles()
+            .iter()
+            .map(|h| ConnectionRecord::of(&h.shared))
+            .filter(|r| cursor.is_none_or(|c| r.connection_id.as_str() > c))
+            .collect();
+        records.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
+        paginate(records, limit, |r| r.connection_id.clone())
+    }
+
+    /// Local members of `group`, in id order, after `cursor`.
+    pub fn list_members(
+        &self,
+        group: &GroupName,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Page<String> {
+        let mut ids: Vec<String> = self
+            .groups
+            .get(group.as_str())
+            .map(|m| m.keys().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        ids.retain(|id| cursor.is_none_or(|c| id.as_str() > c));
+        ids.sort();
+        paginate(ids, limit, Clone::clone)
+    }
+
+    /// Every (group, member) pair held here (for resynchronising Redis).
+    pub fn memberships(&self) -> Vec<(Arc<str>, ConnectionId)> {
+        self.groups
+            .iter()
+            .flat_map(|e| {
+                let group = e.key().clone();
+                e.value()
+                    .keys()
+                    .map(move |id| (group.clone(), *id))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+fn paginate<T>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> Page<T> {
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let cursor = if more { items.last().map(key) } else { None };
+    Page { items, cursor }
+}

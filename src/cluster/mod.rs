@@ -1,0 +1,315 @@
+//! The cluster: where a connection lives, delivering to it, groups, broadcast, listing,
+//! and node liveness.
+//!
+//! [`Cluster`] is the one entry point the management API and sessions use. A connection's
+//! owner is derived from its id (the node tag inside it), so an operation on a local
+//! connection goes straight to [`local::Local`] and never touches the backplane. Remote
+//! operations, broadcasts and listings go through the [`Backplane`]: in memory for one
+//! node ([`memory`]), or Redis for many ([`redis`]).
+
+pub mod keys;
+pub mod local;
+pub mod memory;
+pub mod redis;
+pub mod wire;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::connections::{CloseRequest, ConnShared, ConnectionId, SendError};
+use crate::edge::close::Close;
+use local::{Fanout, Local};
+
+/// Why an operation on a connection did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// The connection, or the node that owned it, is gone (410).
+    #[error("connection is gone")]
+    Gone,
+    /// Its outbound queue is full (429).
+    #[error("outbound queue is full")]
+    Full,
+    /// The backplane is unreachable or the owner did not answer in time (503).
+    #[error("cluster backplane unavailable")]
+    Unavailable,
+}
+
+impl From<SendError> for DeliveryError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Gone => Self::Gone,
+            SendError::Full => Self::Full,
+        }
+    }
+}
+
+/// A validated group name: 1–128 bytes of `A-Z a-z 0-9 _ - . : @`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupName(String);
+
+impl GroupName {
+    /// Validates a name.
+    pub fn parse(name: &str) -> Option<Self> {
+        let ok = !name.is_empty()
+            && name.len() <= 128
+            && name.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'@')
+            });
+        ok.then(|| Self(name.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` on the last page.
+    pub cursor: Option<String>,
+}
+
+/// What the cluster records about a connection (static; `lastActiveAt` is asked of the owner).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionRecord {
+    /// The id.
+    pub connection_id: String,
+    /// Epoch ms of the handshake.
+    pub connected_at: i64,
+    /// Client address.
+    pub source_ip: String,
+    /// Client `User-Agent`, if sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// Stage.
+    pub stage: String,
+    /// `Host` of the handshake.
+    pub domain_name: String,
+}
+
+impl ConnectionRecord {
+    /// The record of a live connection.
+    pub fn of(shared: &ConnShared) -> Self {
+        let info = &shared.info;
+        Self {
+            connection_id: info.id_text.clone(),
+            connected_at: info.connected_at_ms,
+            source_ip: info.source_ip.to_string(),
+            user_agent: info.user_agent.clone(),
+            stage: info.stage.to_string(),
+            domain_name: info.domain_name.clone(),
+        }
+    }
+}
+
+/// What a GET returns: the record plus `lastActiveAt` (epoch ms).
+pub type Description = (ConnectionRecord, i64);
+
+/// The backplane: one abstraction, two implementations.
+#[derive(Debug)]
+pub enum Backplane {
+    /// One node: nothing is remote.
+    Memory(memory::MemoryBackplane),
+    /// Several nodes sharing Redis.
+    Redis(Arc<redis::RedisBackplane>),
+}
+
+/// The cluster as the rest of the gateway sees it.
+#[derive(Debug)]
+pub struct Cluster {
+    /// This node's connections and groups.
+    pub local: Arc<Local>,
+    /// How other nodes are reached.
+    pub backplane: Backplane,
+}
+
+impl Cluster {
+    /// Queues a frame for a connection anywhere in the cluster. `Ok` means the owning
+    /// node queued it (acknowledged).
+    pub async fn post(&self, id: &ConnectionId, message: Message) -> Result<(), DeliveryError> {
+        if id.node() == self.local.node {
+            return Ok(self.local.post(id, message)?);
+        }
+        match &self.backplane {
+            Backplane::Memory(_) => Err(DeliveryError::Gone),
+            Backplane::Redis(r) => {
+                let payload = wire::Payload::of(&message).ok_or(DeliveryError::Unavailable)?;
+                r.request(id, wire::Op::Post { payload }).await.map(drop)
+            }
+        }
+    }
+
+    /// Describes a connection anywhere in the cluster.
+    pub async fn describe(&self, id: &ConnectionId) -> Result<Description, DeliveryError> {
+        if id.node() == self.local.node {
+            return self.local.describe(id).ok_or(DeliveryError::Gone);
+        }
+        match &self.backplane {
+            Backplane::Memory(_) => Err(DeliveryError::Gone),
+            Backplane::Redis(r) => {
+                let body = r
+                    .request(id, wire::Op::Get)
+                    .await?
+                    .ok_or(DeliveryError::Unavailable)?;
+                serde_json::from_str(&body).map_err(|_| DeliveryError::Unavailable)
+            }
+        }
+    }
+
+    /// Closes a connection anywhere in the cluster.
+    pub async fn close(&self, id: &ConnectionId, close: Close) -> Result<(), DeliveryError> {
+        if id.node() == self.local.node {
+            let request = CloseRequest {
+                code: close.code,
+                reason: close.reason,
+            };
+            return Ok(self.local.close(id, request)?);
+        }
+        match &self.backplane {
+            Backplane::Memory(_) => Err(DeliveryError::Gone),
+            Backplane::Redis(r) => r
+                .request(
+                    id,
+                    wire::Op::Delete {
+                        code: close.code,
+                        reason: close.reason,
+                    },
+                )
+                .await
+                .map(drop),
+        }
+    }
+
+    /// Adds a connection anywhere in the cluster to a group.
+    pub async fn join(&self, group: &GroupName, id: &ConnectionId) -> Result<(), DeliveryError> {
+        if id.node() == self.local.node {
+            if self.local.join(group, id)? {
+                self.record(|r| r.joined(group.as_str(), id));
+            }
+            return Ok(());
+        }
+        match &self.backplane {
+            Backplane::Memory(_) => Err(DeliveryError::Gone),
+            Backplane::Redis(r) => r
+                .request(
+                    id,
+                    wire::Op::Join {
+                        group: group.as_str().into(),
+                    },
+                )
+                .await
+                .map(drop),
+        }
+    }
+
+    /// Removes a connection anywhere in the cluster from a group.
+    pub async fn leave(&self, group: &GroupName, id: &ConnectionId) -> Result<(), DeliveryError> {
+        if id.node() == self.local.node {
+            if self.local.leave(group, id)? {
+                self.record(|r| r.left(group.as_str(), id));
+            }
+            return Ok(());
+        }
+        match &self.backplane {
+            Backplane::Memory(_) => Err(DeliveryError::Gone),
+            Backplane::Redis(r) => r
+                .request(
+                    id,
+                    wire::Op::Leave {
+                        group: group.as_str().into(),
+                    },
+                )
+                .await
+                .map(drop),
+        }
+    }
+
+    /// Sends a frame to every member of `group` (or every connection) on every node.
+    /// Crosses Redis once (one publish reaches every node); never waits on a slow member.
+    /// Returns what this node delivered; other nodes deliver on their own.
+    pub async fn broadcast(
+        &self,
+        group: Option<&GroupName>,
+        message: Message,
+    ) -> Result<Fanout, DeliveryError> {
+        let group = group.map(GroupName::as_str);
+        if let Backplane::Redis(r) = &self.backplane {
+            let payload = wire::Payload::of(&message).ok_or(DeliveryError::Unavailable)?;
+            r.publish_broadcast(group, payload).await?;
+        }
+        Ok(self.local.broadcast(group, &message))
+    }
+
+    /// Lists connections on every node, a page at a time.
+    pub async fn list_connections(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ConnectionRecord>, DeliveryError> {
+        match &self.backplane {
+            Backplane::Memory(_) => Ok(self.local.list_connections(cursor, limit)),
+            Backplane::Redis(r) => r.list_connections(cursor, limit).await,
+        }
+    }
+
+    /// Lists a group's members on every node, a page at a time.
+    pub async fn list_members(
+        &self,
+        group: &GroupName,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<String>, DeliveryError> {
+        match &self.backplane {
+            Backplane::Memory(_) => Ok(self.local.list_members(group, cursor, limit)),
+            Backplane::Redis(r) => r.list_members(group, cursor, limit).await,
+        }
+    }
+
+    /// Records a new local connection (in the background; never waits for Redis).
+    pub fn connected(&self, shared: &ConnShared) {
+        self.record(|r| r.connected(shared));
+    }
+
+    /// Forgets a closed local connection and its memberships.
+    pub fn disconnected(&self, shared: &ConnShared) {
+        self.local.registry.remove(&shared.info.id);
+        let groups = self.local.leave_all(shared);
+        self.record(|r| r.disconnected(&shared.info.id, &groups));
+    }
+
+    /// Whether the backplane is usable (always true in memory).
+    pub fn is_connected(&self) -> bool {
+        match &self.backplane {
+            Backplane::Memory(_) => true,
+            Backplane::Redis(r) => r.is_connected(),
+        }
+    }
+
+    fn record(&self, f: impl FnOnce(&redis::RedisBackplane)) {
+        if let Backplane::Redis(r) = &self.backplane {
+            f(r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_names() {
+        for ok in ["room", "room-1", "a.b:c@d_e", &"x".repeat(128)] {
+            assert!(GroupName::parse(ok).is_some(), "{ok}");
+        }
+        for bad in ["", "a b", "a/b", "a\tb", "é", &"x".repeat(129)] {
+            assert!(GroupName::parse(bad).is_none(), "{bad}");
+        }
+    }
+}
