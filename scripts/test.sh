@@ -23,10 +23,35 @@ need() { # need <command> <debian-package>
 need cargo cargo
 need redis-server redis-server
 need haproxy haproxy
+need chromium chromium
+need node nodejs
+need npm npm
+
+# playwright-core drives Debian's chromium in the browser test (no browser download).
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "== installing tests/browser's npm packages"
+  npm ci --prefix tests/browser --no-audit --no-fund --silent \
+    || { echo "test.sh: npm could not install tests/browser (the npm registry must be reachable)" >&2; exit 1; }
+fi
+
+# Python tools for the API-compatibility tests, in a venv under target/ (fast when present).
+venv=target/pyvenv
+if [ ! -x "$venv/bin/python" ]; then
+  need python3 python3
+  python3 -m venv "$venv" 2>/dev/null || { need python3 python3-venv; python3 -m venv "$venv"; }
+fi
+if ! cmp -s tests/python/requirements.txt "$venv/.requirements" 2>/dev/null; then
+  echo "== installing Python test tools into $venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt \
+    || { echo "test.sh: pip could not install tests/python/requirements.txt (PyPI must be reachable)" >&2; exit 1; }
+  cp tests/python/requirements.txt "$venv/.requirements"
+fi
+export SWITCHBOARD_TEST_VENV="$PWD/$venv"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --locked --all-targets -- --test-threads "${TEST_THREADS:-4}"
+# --workspace: also load-tests/ (its smoke test runs every scenario at tiny sizes).
+cargo test --locked --workspace --all-targets -- --test-threads "${TEST_THREADS:-4}"

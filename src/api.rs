@@ -25,6 +25,9 @@ pub struct Api {
     pub client: ClientSettings,
     /// The tungstenite configuration for every connection (small buffers, AWS limits).
     pub ws_config: WebSocketConfig,
+    /// Admission checks before `$connect` (origin, authorizer, API key); `None` when
+    /// `[auth]` configures none, so the handshake skips them.
+    pub auth: Option<Arc<crate::auth::ConnectAuth>>,
 }
 
 impl Api {
@@ -75,6 +78,7 @@ impl Api {
             routes: RouteTable::new(expression, routes),
             client: settings.client.clone(),
             ws_config,
+            auth: crate::auth::ConnectAuth::build(settings, http)?.map(Arc::new),
         })
     }
 

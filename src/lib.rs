@@ -10,11 +10,15 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod edge;
 pub mod integrations;
+pub mod lifecycle;
 pub mod management;
 pub mod routing;
 pub mod telemetry;
+pub mod throttle;
+pub mod tls;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use switchboard::api::Api;
 use switchboard::app::{self, Listeners};
 use switchboard::config::{self, ConfigSource, Settings};
+use switchboard::lifecycle::Control;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +43,8 @@ fn load(path: Option<&PathBuf>) -> Result<Settings, config::ConfigError> {
     let settings = config::load(source, std::env::vars())?;
     // Build the API once to check what needs parsing (selection expression, templates).
     Api::build(&settings, &switchboard::integrations::http::build_client())?;
+    // And the TLS certificate and key files, if any.
+    switchboard::tls::Acceptors::build(&settings)?;
     Ok(settings)
 }
 
@@ -74,7 +77,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(serve(settings)) {
+            match runtime.block_on(serve(settings, config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(error = %format!("{error:#}"), "switchboard stopped");
@@ -85,29 +88,46 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+async fn serve(settings: Settings, path: Option<PathBuf>) -> anyhow::Result<()> {
     let listeners = Listeners {
         client: TcpListener::bind(settings.client.listen).await?,
         management: TcpListener::bind(settings.management.listen).await?,
     };
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signal_on_terminate(shutdown.clone()));
-    app::run(listeners, &settings, shutdown).await
+    let stop = CancellationToken::new();
+    let reload_path = path.clone();
+    let (mut control, reload) =
+        Control::new(stop.clone(), Box::new(move || load(reload_path.as_ref())));
+    control.watch = path;
+    tokio::spawn(handle_signals(stop, reload));
+    app::run(listeners, &settings, control).await
 }
 
-/// Cancels `shutdown` on SIGTERM or SIGINT.
-async fn signal_on_terminate(shutdown: CancellationToken) {
+/// SIGTERM or SIGINT cancels `stop` (drain, then exit); SIGHUP asks for a reload.
+async fn handle_signals(stop: CancellationToken, reload: tokio::sync::mpsc::Sender<()>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
-        _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!(signal = "SIGTERM", "shutdown requested");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!(signal = "SIGINT", "shutdown requested");
+                break;
+            }
+            _ = hup.recv() => {
+                tracing::info!(signal = "SIGHUP", "reload requested");
+                let _ = reload.try_send(());
+            }
+        }
     }
-    shutdown.cancel();
+    stop.cancel();
 }

@@ -7,9 +7,10 @@
 //! | `<p>:nodes` | sorted set | node tag → last lease refresh (ms) |
 //! | `<p>:{n.<tag>}:lease` | string with TTL | the node's lease; gone = node dead |
 //! | `<p>:{n.<tag>}:conns` | hash | connection id → record JSON (for listing and reaping) |
+//! | `<p>:{n.<tag>}:ids` | sorted set, scores 0 | the node's connection ids, in id order (listing pages) |
 //! | `<p>:{n.<tag>}:memberships` | set | `group\tconnectionId` for the node's connections |
 //! | `<p>:{n.<tag>}:reaper` | string with TTL | which survivor is cleaning up a dead node |
-//! | `<p>:{g.<group>}:members` | set | connection ids in the group, cluster-wide |
+//! | `<p>:{g.<group>}:members` | sorted set, scores 0 | connection ids in the group, cluster-wide, in id order |
 //! | channel `<p>:{n.<tag>}:inbox` | pub/sub | requests to, and replies for, the node |
 //! | channel `<p>:broadcast` | pub/sub | broadcasts, one publish reaching every node |
 
@@ -39,6 +40,10 @@ impl Keys {
     /// A node's connection records.
     pub fn conns(&self, node: &str) -> String {
         format!("{}:{{n.{node}}}:conns", self.prefix)
+    }
+    /// A node's connection ids, ordered (all scores 0) for paging.
+    pub fn ids(&self, node: &str) -> String {
+        format!("{}:{{n.{node}}}:ids", self.prefix)
     }
     /// A node's group memberships.
     pub fn memberships(&self, node: &str) -> String {

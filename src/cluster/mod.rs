@@ -92,6 +92,10 @@ pub struct ConnectionRecord {
     pub stage: String,
     /// `Host` of the handshake.
     pub domain_name: String,
+    /// The authorizer's principal and context (kept so another node's GET and a reaped
+    /// `$disconnect` still carry them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorizer: Option<crate::auth::AuthorizerContext>,
 }
 
 impl ConnectionRecord {
@@ -105,6 +109,7 @@ impl ConnectionRecord {
             user_agent: info.user_agent.clone(),
             stage: info.stage.to_string(),
             domain_name: info.domain_name.clone(),
+            authorizer: info.authorizer.as_deref().cloned(),
         }
     }
 }
@@ -233,18 +238,24 @@ impl Cluster {
 
     /// Sends a frame to every member of `group` (or every connection) on every node.
     /// Crosses Redis once (one publish reaches every node); never waits on a slow member.
-    /// Returns what this node delivered; other nodes deliver on their own.
+    /// Returns the fan-out when it happened here and now (one node, in memory); with Redis
+    /// every node delivers on its own when the publish reaches it.
     pub async fn broadcast(
         &self,
         group: Option<&GroupName>,
         message: Message,
-    ) -> Result<Fanout, DeliveryError> {
+    ) -> Result<Option<Fanout>, DeliveryError> {
         let group = group.map(GroupName::as_str);
-        if let Backplane::Redis(r) = &self.backplane {
-            let payload = wire::Payload::of(&message).ok_or(DeliveryError::Unavailable)?;
-            r.publish_broadcast(group, payload).await?;
+        match &self.backplane {
+            Backplane::Memory(_) => Ok(Some(self.local.broadcast(group, &message))),
+            // Every node, this one included, delivers what arrives on the broadcast channel,
+            // so all members see broadcasts in the one order Redis gives them.
+            Backplane::Redis(r) => {
+                let payload = wire::Payload::of(&message).ok_or(DeliveryError::Unavailable)?;
+                r.publish_broadcast(group, payload).await?;
+                Ok(None)
+            }
         }
-        Ok(self.local.broadcast(group, &message))
     }
 
     /// Lists connections on every node, a page at a time.

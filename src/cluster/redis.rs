@@ -10,6 +10,9 @@
 //! - **Records** (connect, disconnect, join, leave) are written by one background writer
 //!   fed through a bounded queue, so no session ever waits on Redis. A write that cannot be
 //!   queued or fails marks the node dirty, and the next lease refresh rewrites everything.
+//! - **Listings** page through sorted sets ordered by id (`ZRANGEBYLEX`), so a page holds
+//!   at most `limit` entries and its cursor is the last id listed: a connection or member
+//!   that stays for the whole listing appears exactly once.
 //! - **Leases** are refreshed every third of their TTL with `SET … XX`; finding the lease
 //!   missing means Redis lost it, and the node re-registers all it holds.
 //! - **Reaping**: each node looks for nodes in `nodes` whose lease is gone; the first to
@@ -37,6 +40,7 @@ use super::wire::{Op, Payload, Wire};
 use super::{ConnectionRecord, DeliveryError, GroupName, Page};
 use crate::config::ClusterSettings;
 use crate::connections::{CloseRequest, ConnShared, ConnectionId, SendError};
+use crate::telemetry::metrics;
 
 /// Called for each connection of a node found dead.
 pub type NodeDeathHook = Arc<dyn Fn(ConnectionRecord) + Send + Sync>;
@@ -138,6 +142,23 @@ impl RedisBackplane {
         id: &ConnectionId,
         op: Op,
     ) -> Result<Option<String>, DeliveryError> {
+        let started = std::time::Instant::now();
+        let result = self.request_inner(id, op).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(DeliveryError::Gone) => "gone",
+            Err(DeliveryError::Full) => "full",
+            Err(DeliveryError::Unavailable) => "unavailable",
+        };
+        metrics::backplane_request(started.elapsed().as_secs_f64(), outcome);
+        result
+    }
+
+    async fn request_inner(
+        &self,
+        id: &ConnectionId,
+        op: Op,
+    ) -> Result<Option<String>, DeliveryError> {
         let target = keys::tag(id.node());
         let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -214,7 +235,9 @@ impl RedisBackplane {
 
     // ---- listings ----
 
-    /// Every node's connections, node by node, a page at a time.
+    /// Every node's connections, node by node in tag order and by id within a node, a page
+    /// of at most `limit` at a time. The cursor is the last (node, id) listed, so a page
+    /// never repeats or skips a connection that lives through the whole listing.
     pub async fn list_connections(
         &self,
         cursor: Option<&str>,
@@ -226,40 +249,54 @@ impl RedisBackplane {
             .await
             .map_err(|_| DeliveryError::Unavailable)?;
         tags.sort();
-        let (mut tag_index, mut scan) = match cursor.and_then(decode_cursor) {
-            Some((tag, scan)) => (
-                tags.iter().position(|t| *t >= tag).unwrap_or(tags.len()),
-                scan,
-            ),
-            None => (0, 0),
+        let (mut tag_index, mut after) = match cursor.and_then(decode_cursor) {
+            Some((tag, last)) => {
+                let index = tags.iter().position(|t| *t >= tag).unwrap_or(tags.len());
+                // Resume after `last` only within the same node (it may have died since).
+                let after = (tags.get(index) == Some(&tag)).then_some(last);
+                (index, after)
+            }
+            None => (0, None),
         };
-        let mut items = Vec::new();
-        while tag_index < tags.len() && items.len() < limit {
-            let (next, entries): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
-                .arg(self.keys.conns(&tags[tag_index]))
-                .arg(scan)
-                .arg("COUNT")
-                .arg(limit)
+        // Up to limit + 1 (tag, id) pairs: the extra one says whether another page exists.
+        let mut found: Vec<(usize, String)> = Vec::new();
+        while tag_index < tags.len() && found.len() <= limit {
+            let ids = lex_page(
+                &mut conn,
+                &self.keys.ids(&tags[tag_index]),
+                after.take().as_deref(),
+                limit + 1 - found.len(),
+            )
+            .await?;
+            found.extend(ids.into_iter().map(|id| (tag_index, id)));
+            tag_index += 1;
+        }
+        let more = found.len() > limit;
+        found.truncate(limit);
+        let cursor = found
+            .last()
+            .filter(|_| more)
+            .map(|(t, id)| encode_cursor(&tags[*t], id));
+        let mut items = Vec::with_capacity(found.len());
+        for chunk in found.chunk_by(|a, b| a.0 == b.0) {
+            let ids: Vec<&str> = chunk.iter().map(|(_, id)| id.as_str()).collect();
+            let records: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(self.keys.conns(&tags[chunk[0].0]))
+                .arg(&ids)
                 .query_async(&mut conn)
                 .await
                 .map_err(|_| DeliveryError::Unavailable)?;
             items.extend(
-                entries
+                records
                     .iter()
-                    .filter_map(|(_, json)| serde_json::from_str(json).ok()),
+                    .flatten()
+                    .filter_map(|json| serde_json::from_str(json).ok()),
             );
-            if next == 0 {
-                tag_index += 1;
-                scan = 0;
-            } else {
-                scan = next;
-            }
         }
-        let cursor = (tag_index < tags.len()).then(|| encode_cursor(&tags[tag_index], scan));
         Ok(Page { items, cursor })
     }
 
-    /// A group's members across the cluster, a page at a time.
+    /// A group's members across the cluster, by id, a page of at most `limit` at a time.
     pub async fn list_members(
         &self,
         group: &GroupName,
@@ -267,24 +304,23 @@ impl RedisBackplane {
         limit: usize,
     ) -> Result<Page<String>, DeliveryError> {
         let mut conn = self.conn.clone();
-        let mut scan = cursor.and_then(decode_cursor).map_or(0, |(_, s)| s);
-        let mut items = Vec::new();
-        loop {
-            let (next, ids): (u64, Vec<String>) = redis::cmd("SSCAN")
-                .arg(self.keys.members(group.as_str()))
-                .arg(scan)
-                .arg("COUNT")
-                .arg(limit)
-                .query_async(&mut conn)
-                .await
-                .map_err(|_| DeliveryError::Unavailable)?;
-            items.extend(ids);
-            scan = next;
-            if scan == 0 || items.len() >= limit {
-                break;
-            }
-        }
-        let cursor = (scan != 0).then(|| encode_cursor(group.as_str(), scan));
+        let after = cursor
+            .and_then(decode_cursor)
+            .filter(|(g, _)| g == group.as_str())
+            .map(|(_, last)| last);
+        let mut items = lex_page(
+            &mut conn,
+            &self.keys.members(group.as_str()),
+            after.as_deref(),
+            limit + 1,
+        )
+        .await?;
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let cursor = items
+            .last()
+            .filter(|_| more)
+            .map(|last| encode_cursor(group.as_str(), last));
         Ok(Page { items, cursor })
     }
 
@@ -324,6 +360,7 @@ impl RedisBackplane {
         let mut pipe = redis::pipe();
         pipe.del(self.keys.lease(&self.tag))
             .del(self.keys.conns(&self.tag))
+            .del(self.keys.ids(&self.tag))
             .del(self.keys.memberships(&self.tag))
             .zrem(self.keys.nodes(), &self.tag);
         if let Err(error) = pipe.query_async::<()>(&mut conn).await {
@@ -402,15 +439,14 @@ impl RedisBackplane {
                     let _ = tx.send((status, body));
                 }
             }
-            Wire::Broadcast {
-                from,
-                group,
-                payload,
-            } => {
-                if from != self.tag
-                    && let Some(message) = payload.into_message()
-                {
-                    self.local.broadcast(group.as_deref(), &message);
+            Wire::Broadcast { group, payload, .. } => {
+                if let Some(message) = payload.into_message() {
+                    let fanout = self.local.broadcast(group.as_deref(), &message);
+                    debug!(
+                        delivered = fanout.delivered,
+                        dropped = fanout.dropped,
+                        "broadcast delivered"
+                    );
                 }
             }
         }
@@ -484,6 +520,7 @@ impl RedisBackplane {
                 info!(node = %self.tag, "backplane connected");
             }
             self.lease_ok.store(ok, Ordering::Relaxed);
+            metrics::backplane_connected(self.is_connected());
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(period) => {}
@@ -518,6 +555,7 @@ impl RedisBackplane {
     async fn resync(&self) -> Result<(), redis::RedisError> {
         let mut conn = self.conn.clone();
         let conns_key = self.keys.conns(&self.tag);
+        let ids_key = self.keys.ids(&self.tag);
         let memberships_key = self.keys.memberships(&self.tag);
         let handles = self.local.registry.handles();
         let memberships: Vec<(String, String)> = self
@@ -535,7 +573,7 @@ impl RedisBackplane {
         for entry in previous.iter().filter(|e| !current.contains(*e)) {
             if let Some((group, id)) = entry.split_once('\t') {
                 commands.push(
-                    redis::cmd("SREM")
+                    redis::cmd("ZREM")
                         .arg(self.keys.members(group))
                         .arg(id)
                         .clone(),
@@ -543,9 +581,13 @@ impl RedisBackplane {
             }
         }
         commands.push(
+            // A survivor may have reaped this node while it was cut off; its claim must
+            // not outlive the re-registration, or a second death would go unreaped.
             redis::cmd("DEL")
                 .arg(&conns_key)
+                .arg(&ids_key)
                 .arg(&memberships_key)
+                .arg(self.keys.reaper(&self.tag))
                 .clone(),
         );
         for chunk in handles.chunks(BATCH) {
@@ -557,11 +599,18 @@ impl RedisBackplane {
                 );
             }
             commands.push(hset);
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(&ids_key);
+            for h in chunk {
+                zadd.arg(0).arg(&h.shared.info.id_text);
+            }
+            commands.push(zadd);
         }
         for (group, id) in &memberships {
             commands.push(
-                redis::cmd("SADD")
+                redis::cmd("ZADD")
                     .arg(self.keys.members(group))
+                    .arg(0)
                     .arg(id)
                     .clone(),
             );
@@ -634,10 +683,12 @@ impl RedisBackplane {
         let mut pipe = redis::pipe();
         for entry in &memberships {
             if let Some((group, id)) = entry.split_once('\t') {
-                pipe.srem(self.keys.members(group), id).ignore();
+                pipe.zrem(self.keys.members(group), id).ignore();
             }
         }
         pipe.del(self.keys.conns(tag))
+            .ignore()
+            .del(self.keys.ids(tag))
             .ignore()
             .del(self.keys.memberships(tag))
             .ignore()
@@ -666,27 +717,30 @@ impl RedisBackplane {
             }
             let mut pipe = redis::pipe();
             let conns_key = self.keys.conns(&self.tag);
+            let ids_key = self.keys.ids(&self.tag);
             let memberships_key = self.keys.memberships(&self.tag);
             for write in batch.drain(..) {
                 match write {
                     Write::Connected(id, record) => {
-                        pipe.hset(&conns_key, id, record).ignore();
+                        pipe.hset(&conns_key, &id, record).ignore();
+                        pipe.zadd(&ids_key, &id, 0).ignore();
                     }
                     Write::Disconnected(id, groups) => {
                         pipe.hdel(&conns_key, &id).ignore();
+                        pipe.zrem(&ids_key, &id).ignore();
                         for g in groups {
-                            pipe.srem(self.keys.members(&g), &id).ignore();
+                            pipe.zrem(self.keys.members(&g), &id).ignore();
                             pipe.srem(&memberships_key, keys::membership(&g, &id))
                                 .ignore();
                         }
                     }
                     Write::Joined(g, id) => {
-                        pipe.sadd(self.keys.members(&g), &id).ignore();
+                        pipe.zadd(self.keys.members(&g), &id, 0).ignore();
                         pipe.sadd(&memberships_key, keys::membership(&g, &id))
                             .ignore();
                     }
                     Write::Left(g, id) => {
-                        pipe.srem(self.keys.members(&g), &id).ignore();
+                        pipe.zrem(self.keys.members(&g), &id).ignore();
                         pipe.srem(&memberships_key, keys::membership(&g, &id))
                             .ignore();
                     }
@@ -713,15 +767,37 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-fn encode_cursor(key: &str, scan: u64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{key}\t{scan}"))
+/// Up to `count` members of the sorted set `key` (all scores 0, so ordered by member) that
+/// come after `after`, or from the start.
+async fn lex_page(
+    conn: &mut ConnectionManager,
+    key: &str,
+    after: Option<&str>,
+    count: usize,
+) -> Result<Vec<String>, DeliveryError> {
+    let min = after.map_or_else(|| "-".to_owned(), |last| format!("({last}"));
+    redis::cmd("ZRANGEBYLEX")
+        .arg(key)
+        .arg(min)
+        .arg("+")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(count)
+        .query_async(conn)
+        .await
+        .map_err(|_| DeliveryError::Unavailable)
 }
 
-fn decode_cursor(cursor: &str) -> Option<(String, u64)> {
+/// A listing cursor: the scope (node tag or group) and the last id listed, opaque to users.
+fn encode_cursor(scope: &str, last: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{scope}\t{last}"))
+}
+
+fn decode_cursor(cursor: &str) -> Option<(String, String)> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
     let text = String::from_utf8(bytes).ok()?;
-    let (key, scan) = text.split_once('\t')?;
-    Some((key.to_owned(), scan.parse().ok()?))
+    let (scope, last) = text.split_once('\t')?;
+    Some((scope.to_owned(), last.to_owned()))
 }
 
 fn now_ms() -> u64 {

@@ -5,8 +5,12 @@
 //! integration machinery (parsing the selection expression, mock templates) run when the
 //! gateway builds its [`crate::api::Api`], which reports errors in the same shape.
 
+mod auth;
+mod limits;
 mod settings;
 
+pub use auth::*;
+pub use limits::*;
 pub use settings::*;
 
 use config::{Config, Environment, File, FileFormat};
@@ -80,6 +84,8 @@ pub fn load(
                 .list_separator(",")
                 .with_list_parse_key("api.stages")
                 .with_list_parse_key("management.bearer_tokens")
+                .with_list_parse_key("management.sigv4.access_keys")
+                .with_list_parse_key("auth.allowed_origins")
                 .source(Some(overrides)),
         )
         .build()
@@ -150,7 +156,10 @@ impl Settings {
             c.max_inflight_per_connection as u64,
         )?;
         positive("client.max_json_depth", c.max_json_depth as u64)?;
-        if self.management.auth == ManagementAuth::Bearer {
+        if matches!(
+            self.management.auth,
+            ManagementAuth::Bearer | ManagementAuth::Both
+        ) {
             if self.management.bearer_tokens.is_empty() {
                 return Err(ConfigError::invalid(
                     "management.bearer_tokens",
@@ -168,6 +177,13 @@ impl Settings {
                     "every token must be at least 16 characters",
                 ));
             }
+        }
+        crate::telemetry::access_log::validate(&self.access_log.format)?;
+        if self.access_log.destination.is_empty() {
+            return Err(ConfigError::invalid(
+                "access_log.destination",
+                "must be \"stdout\" or a file path",
+            ));
         }
         let cluster = &self.cluster;
         if !cluster.redis_url.expose().is_empty() {
@@ -199,6 +215,8 @@ impl Settings {
         }
         positive("cluster.request_timeout_ms", cluster.request_timeout_ms)?;
         positive("cluster.write_queue", cluster.write_queue as u64)?;
+        self.limits.validate(&self.routes)?;
+        auth::validate(self)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::invalid("log.level", e.to_string()))?;
         for (key, route) in &self.routes {
@@ -281,8 +299,13 @@ mod tests {
         assert_eq!(embedded.log, typed.log);
         assert_eq!(embedded.server, typed.server);
         assert_eq!(embedded.cluster, typed.cluster);
+        assert_eq!(embedded.access_log, typed.access_log);
+        assert_eq!(embedded.limits, typed.limits);
         assert_eq!(embedded.management.listen, typed.management.listen);
         assert_eq!(embedded.management.auth, typed.management.auth);
+        assert_eq!(embedded.auth, typed.auth);
+        assert_eq!(embedded.management.sigv4, typed.management.sigv4);
+        assert_eq!(embedded.management.tls, typed.management.tls);
         assert!(embedded.routes.contains_key("$default"));
         assert!(embedded.routes.contains_key("whoami"));
     }

@@ -25,6 +25,12 @@ pub struct Settings {
     pub server: ServerSettings,
     /// Clustering: the Redis backplane (empty `redis_url`: one node, in memory).
     pub cluster: ClusterSettings,
+    /// The access log: one line per CONNECT, MESSAGE and DISCONNECT.
+    pub access_log: AccessLogSettings,
+    /// Throttles and node-wide caps (all off by default; see docs/limits.md).
+    pub limits: super::LimitsSettings,
+    /// Who may connect: origin allowlist, authorizer, API keys (see docs/auth.md).
+    pub auth: super::AuthSettings,
     /// Route key → route. Keys are custom route keys or `$connect`, `$disconnect`, `$default`.
     pub routes: BTreeMap<String, RouteSettings>,
     /// Integration name → how to call it. Routes refer to integrations by name.
@@ -108,6 +114,8 @@ pub struct ClientSettings {
     pub max_inflight_per_connection: usize,
     /// Deepest JSON nesting evaluated by route selection; deeper gets a `Bad request body` frame.
     pub max_json_depth: usize,
+    /// TLS on the WebSocket listener (`wss://`); off when both files are empty.
+    pub tls: super::TlsSettings,
 }
 
 impl Default for ClientSettings {
@@ -132,6 +140,7 @@ impl Default for ClientSettings {
             slow_consumer_grace_ms: 10_000,
             max_inflight_per_connection: 16,
             max_json_depth: 64,
+            tls: super::TlsSettings::default(),
         }
     }
 }
@@ -142,6 +151,10 @@ impl Default for ClientSettings {
 pub enum ManagementAuth {
     /// `Authorization: Bearer <token>` with one of `bearer_tokens`.
     Bearer,
+    /// AWS Signature Version 4 with one of `sigv4.access_keys`.
+    Sigv4,
+    /// Either a bearer token or a SigV4 signature.
+    Both,
     /// No authentication at all. Only for a listener nobody else can reach.
     None,
 }
@@ -156,6 +169,10 @@ pub struct ManagementSettings {
     pub auth: ManagementAuth,
     /// Accepted bearer tokens (several, so a token can be rotated).
     pub bearer_tokens: Vec<Secret>,
+    /// SigV4 credentials and region (`auth = "sigv4"` or `"both"`).
+    pub sigv4: super::SigV4Settings,
+    /// TLS on the management listener; off when both files are empty.
+    pub tls: super::TlsSettings,
 }
 
 impl Default for ManagementSettings {
@@ -164,6 +181,8 @@ impl Default for ManagementSettings {
             listen: "127.0.0.1:8081".parse().expect("static address"),
             auth: ManagementAuth::Bearer,
             bearer_tokens: Vec::new(),
+            sigv4: super::SigV4Settings::default(),
+            tls: super::TlsSettings::default(),
         }
     }
 }
@@ -203,12 +222,41 @@ impl Default for LogSettings {
 pub struct ServerSettings {
     /// Seconds SIGTERM/SIGINT waits for sessions to close and `$disconnect` calls to finish.
     pub shutdown_grace_secs: u64,
+    /// Seconds over which a draining node closes its connections (1012); 0 closes them all
+    /// at once (1001 on a signal).
+    pub drain_period_secs: u64,
+    /// Reload the configuration file when it changes (SIGHUP always reloads).
+    pub watch_config: bool,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             shutdown_grace_secs: 10,
+            drain_period_secs: 0,
+            watch_config: false,
+        }
+    }
+}
+
+/// `[access_log]`: one line per event, formatted from `$context.*` variables.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessLogSettings {
+    /// Write the access log.
+    pub enabled: bool,
+    /// `stdout` or a file path (appended to).
+    pub destination: String,
+    /// The line template (AWS `$context.*` variables; JSON by default).
+    pub format: String,
+}
+
+impl Default for AccessLogSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            destination: "stdout".into(),
+            format: crate::telemetry::access_log::DEFAULT_FORMAT.into(),
         }
     }
 }

@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use id::{ConnectionId, NodeTag};
 
+use crate::telemetry::metrics;
+
 /// What the gateway knows about a connection from its handshake; fixed for its lifetime.
 #[derive(Debug)]
 pub struct ConnInfo {
@@ -38,6 +40,9 @@ pub struct ConnInfo {
     pub stage: Arc<str>,
     /// The handshake's `Host` header (`requestContext.domainName`).
     pub domain_name: String,
+    /// What the authorizer said (`requestContext.authorizer` on every event); `None`
+    /// without an authorizer.
+    pub authorizer: Option<Arc<crate::auth::AuthorizerContext>>,
 }
 
 /// A close the gateway was asked to perform (by DELETE, or by policy).
@@ -142,14 +147,19 @@ impl ConnHandle {
             .unwrap_or_else(|p| p.into_inner());
         let queued = self.shared.queued_bytes.load(Ordering::Acquire);
         if queued + len > self.shared.max_queued_bytes {
+            metrics::dropped("queue_full", 1);
             return Err(SendError::Full);
         }
         match self.tx.try_send(message) {
             Ok(()) => {
                 self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
+                metrics::queue_bytes(len as f64);
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(SendError::Full),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::dropped("queue_full", 1);
+                Err(SendError::Full)
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Gone),
         }
     }

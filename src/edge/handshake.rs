@@ -1,5 +1,6 @@
 //! The handshake pipeline, answered asynchronously before the 101:
-//! stage path → upgrade checks → `$connect` integration → 101 (+ the one subprotocol
+//! stage path → upgrade checks → throttles → admission (`crate::auth`: origin, authorizer,
+//! API key) → `$connect` integration → 101 (+ the one subprotocol
 //! `$connect` chose) → registration → session.
 //!
 //! A plain GET without an upgrade gets 426; a bad key or version gets 400/426; a
@@ -17,7 +18,6 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -29,9 +29,12 @@ use crate::app::AppState;
 use crate::cluster::GroupName;
 use crate::connections::id::request_id;
 use crate::connections::{ConnHandle, ConnInfo, ConnShared, ConnectionId};
+use crate::integrations::event::EventType;
 use crate::integrations::event::{Event, EventDetail};
 use crate::integrations::proxy_response::GroupChanges;
 use crate::routing::keys;
+use crate::telemetry::access_log::AccessRecord;
+use crate::telemetry::metrics;
 
 type Body = Full<Bytes>;
 
@@ -41,10 +44,15 @@ pub async fn handle(
     peer: SocketAddr,
     state: Arc<AppState>,
 ) -> Result<Response<Body>, Infallible> {
-    Ok(match accept_or_reject(request, peer, &state).await {
+    let response = match accept_or_reject(request, peer, &state).await {
         Ok(response) => response,
         Err(rejection) => rejection.into_response(),
-    })
+    };
+    metrics::handshake(response.status().as_u16());
+    if response.status().is_client_error() {
+        metrics::client_error("", keys::CONNECT, "handshake");
+    }
+    Ok(response)
 }
 
 async fn accept_or_reject(
@@ -52,12 +60,20 @@ async fn accept_or_reject(
     peer: SocketAddr,
     state: &Arc<AppState>,
 ) -> Result<Response<Body>, Rejection> {
-    let api = state.api.clone();
+    let api = state.api();
     let stage = api
         .stage_for_path(request.uri().path())
         .cloned()
         .ok_or_else(|| Rejection::new(StatusCode::NOT_FOUND, "No stage at this path"))?;
     let key = check_upgrade(request.method(), request.headers())?;
+    // Throttles first (`[limits]`): the admission holds a `max_connections` slot until
+    // the session ends.
+    let admission = state.limits.admit(request.headers()).map_err(|refused| {
+        info!(%peer, limit = refused.setting(), "connection throttled");
+        Rejection::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
+            .with_header(header::RETRY_AFTER, "1")
+    })?;
+    metrics::connect_attempt(&stage);
 
     let id = ConnectionId::new(state.node);
     let headers = header_pairs(request.headers());
@@ -70,7 +86,7 @@ async fn accept_or_reject(
                 .collect()
         })
         .unwrap_or_default();
-    let info = ConnInfo {
+    let mut info = ConnInfo {
         id,
         id_text: id.to_string(),
         connected_at_ms: now_ms(),
@@ -78,13 +94,50 @@ async fn accept_or_reject(
         user_agent: header_str(request.headers(), header::USER_AGENT),
         stage,
         domain_name: header_str(request.headers(), header::HOST).unwrap_or_default(),
+        authorizer: None,
     };
     let span = info_span!("connect", conn = %info.id_text, peer = %peer);
 
+    // Origin → authorizer → API key (`[auth]`, crate::auth); skipped when none is configured.
+    let mut admitted_subprotocol = None;
+    if let Some(auth) = &api.auth {
+        let handshake = crate::auth::Handshake {
+            headers: request.headers(),
+            query: &query,
+            info: &info,
+            api_id: &api.id,
+        };
+        let admitted = auth
+            .admit(handshake, &span)
+            .await
+            .map_err(|refused| Rejection::new(refused.status, refused.message))?;
+        info.authorizer = admitted.authorizer;
+        admitted_subprotocol = admitted.subprotocol;
+    }
+
     let mut subprotocol = None;
     let mut connect_groups = GroupChanges::default();
+    let request_id = request_id();
+    let connect_log = |status: u16, latency: Option<f64>, error: Option<&str>| {
+        if let Some(log) = &state.access_log {
+            log.log(&AccessRecord {
+                conn: &info,
+                api_id: &api.id,
+                event_type: EventType::Connect,
+                route_key: keys::CONNECT,
+                request_id: &request_id,
+                message_id: None,
+                request_time_ms: info.connected_at_ms,
+                status: Some(status),
+                integration_latency_ms: latency,
+                error,
+                disconnect: None,
+            });
+        }
+    };
+    let mut connect_latency = None;
     if let Some(route) = api.routes.connect() {
-        let request_id = request_id();
+        let started = std::time::Instant::now();
         let event = Event {
             conn: &info,
             api_id: &api.id,
@@ -96,7 +149,22 @@ async fn accept_or_reject(
                 query: &query,
             },
         };
-        let status = match route.integration.call(&event, None).await {
+        let result = route.integration.call(&event, None).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        connect_latency = Some(latency_ms);
+        match &result {
+            Ok(response) if !route.integration.is_mock() => {
+                metrics::integration_answer(
+                    &info.stage,
+                    keys::CONNECT,
+                    response.status,
+                    latency_ms,
+                );
+            }
+            Ok(_) => {}
+            Err(error) => metrics::execution_error(&info.stage, keys::CONNECT, error.kind()),
+        }
+        let status = match result {
             Ok(response) if (200..300).contains(&response.status) => {
                 subprotocol = response.subprotocol;
                 connect_groups = response.groups;
@@ -114,6 +182,11 @@ async fn accept_or_reject(
                 .filter(|s| !s.is_informational() && !s.is_success())
                 .unwrap_or(StatusCode::BAD_GATEWAY);
             info!(parent: &span, %request_id, status = status.as_u16(), "connect rejected by $connect");
+            connect_log(
+                status.as_u16(),
+                connect_latency,
+                Some("rejected by $connect"),
+            );
             return Err(Rejection::empty(status));
         }
     }
@@ -127,6 +200,7 @@ async fn accept_or_reject(
             derive_accept_key(key.as_bytes()),
         );
     if let Some(protocol) = subprotocol
+        .or(admitted_subprotocol)
         .as_deref()
         .and_then(|p| HeaderValue::from_str(p).ok())
     {
@@ -136,6 +210,7 @@ async fn accept_or_reject(
         .body(Body::default())
         .map_err(|_| Rejection::empty(StatusCode::INTERNAL_SERVER_ERROR))?;
 
+    connect_log(101, connect_latency, None);
     // Register before the 101 leaves, so a POST made as soon as the client sees it is queued.
     let cancel = state.shutdown.child_token();
     let shared = Arc::new(ConnShared::new(
@@ -146,6 +221,7 @@ async fn accept_or_reject(
     let (handle, outbound) = ConnHandle::new(shared.clone(), api.client.outbound_queue_messages);
     state.cluster.local.registry.insert(handle);
     state.cluster.connected(&shared);
+    metrics::connection_opened();
     apply_group_changes(state, &shared.info.id, &connect_groups).await;
     info!(parent: &span, stage = %shared.info.stage, "connected");
 
@@ -156,7 +232,7 @@ async fn accept_or_reject(
         async move {
             match upgrade.await {
                 Ok(upgraded) => {
-                    let ws = match upgraded.downcast::<TokioIo<TcpStream>>() {
+                    let ws = match upgraded.downcast::<TokioIo<crate::tls::ClientIo>>() {
                         Ok(parts) if parts.read_buf.is_empty() => {
                             WebSocketStream::from_raw_socket(
                                 parts.io.into_inner(),
@@ -186,7 +262,7 @@ async fn accept_or_reject(
                             return;
                         }
                     };
-                    session::run(state, api, shared, ws, outbound).await;
+                    session::run(state, api, shared, ws, outbound, admission).await;
                 }
                 Err(error) => {
                     warn!(%error, "upgrade failed");

@@ -26,7 +26,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
-            _ = state.shutdown.cancelled() => return,
+            _ = state.stop_accepting.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -49,8 +49,14 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
 /// Serves the HTTP handshake of one TCP connection; the upgrade hands it to a session.
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Arc<AppState>) {
     let _ = stream.set_nodelay(true);
-    let api = state.api.clone();
+    let api = state.api();
     let client = &api.client;
+    // Plain TCP as it is; with `[client.tls]`, after a TLS handshake under the header deadline.
+    let tls_deadline = Duration::from_millis(client.header_timeout_ms);
+    let Some(io) = crate::tls::accept(state.tls.client.as_ref(), stream, tls_deadline, peer).await
+    else {
+        return;
+    };
     let service_state = state.clone();
     let service =
         service_fn(move |request| handshake::handle(request, peer, service_state.clone()));
@@ -59,7 +65,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Arc<AppSta
         .header_read_timeout(Duration::from_millis(client.header_timeout_ms))
         .max_buf_size(client.max_header_bytes)
         .max_headers(client.max_headers)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     let deadline = Duration::from_millis(client.handshake_timeout_ms);
     tokio::select! {

@@ -18,14 +18,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, info, warn};
 
@@ -36,15 +35,19 @@ use crate::app::AppState;
 use crate::config::BinaryFrames;
 use crate::connections::ConnShared;
 use crate::connections::id::request_id;
+use crate::integrations::event::EventType;
 use crate::integrations::event::{Event, EventDetail};
 use crate::routing::{Route, Selection, keys};
+use crate::telemetry::access_log::AccessRecord;
+use crate::telemetry::metrics;
+use crate::throttle::{ConnLimits, Verdict};
 
 /// How long the gateway waits for the client's answer to its close frame.
 const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(2);
 /// Most queued frames written before one flush.
 const WRITE_BATCH: usize = 64;
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<crate::tls::ClientIo>;
 
 /// Why the loop ended.
 enum Ending {
@@ -63,6 +66,7 @@ pub async fn run(
     shared: Arc<ConnShared>,
     mut ws: Ws,
     mut outbound: mpsc::Receiver<Message>,
+    mut limits: ConnLimits,
 ) {
     let started = Instant::now();
     let mut last_activity = started;
@@ -80,6 +84,9 @@ pub async fn run(
     let mut inflight: JoinSet<Option<Message>> = JoinSet::new();
     let max_inflight = api.client.max_inflight_per_connection;
     let write_grace = Duration::from_millis(api.client.slow_consumer_grace_ms);
+    // At `limits.max_inflight_per_node` a call waits here and reading pauses, as at the
+    // per-connection cap.
+    let mut calls = limits.limits().call_gate();
 
     let ending = loop {
         tokio::select! {
@@ -89,11 +96,10 @@ pub async fn run(
                 let Some(first) = queued else {
                     break Ending::ServerCloses(Close::going_away());
                 };
+                last_activity = Instant::now();
                 if let Some(end) = bounded(&shared, write_grace, write_queued(&mut ws, &shared, &mut outbound, first)).await {
                     break end;
                 }
-                last_activity = Instant::now();
-                shared.touch(now_ms() as u64);
             }
             Some(done) = inflight.join_next(), if !inflight.is_empty() => {
                 if let Ok(Some(reply)) = done {
@@ -104,7 +110,10 @@ pub async fn run(
                     }
                 }
             }
-            frame = ws.next(), if inflight.len() < max_inflight => {
+            call = calls.ready(), if calls.is_parked() => {
+                inflight.spawn(call);
+            }
+            frame = ws.next(), if inflight.len() < max_inflight && !calls.is_parked() => {
                 awaiting_pong = false;
                 let message = match frame {
                     None => break Ending::Dropped(Close::abnormal("Connection closed abnormally")),
@@ -132,18 +141,43 @@ pub async fn run(
                 };
                 last_activity = Instant::now();
                 shared.touch(now_ms() as u64);
+                // Routes come from the current API, so a reload applies to the next message.
+                let current = state.api();
                 let selection = if is_base64 {
-                    api.routes.fallback()
+                    current.routes.fallback()
                 } else {
-                    api.routes.select(&body, api.client.max_json_depth)
+                    current.routes.select(&body, api.client.max_json_depth)
                 };
                 let request_id = request_id();
+                let route_key = match &selection {
+                    Selection::Route(route) => Some(&*route.key),
+                    _ => None,
+                };
+                match limits.check_message(route_key) {
+                    Verdict::Pass => {}
+                    Verdict::Throttled => {
+                        debug!(%request_id, "throttled: Too Many Requests");
+                        let frame = error_frame("Too Many Requests", &shared.info.id_text, &request_id);
+                        if let Some(end) = bounded(&shared, write_grace, ws.send(frame)).await {
+                            break end;
+                        }
+                        continue;
+                    }
+                    Verdict::Abusive => {
+                        info!(%request_id, "kept sending while throttled: closing with 1008");
+                        break Ending::ServerCloses(Close::new(1008, "Too many requests"));
+                    }
+                }
+                let stage = &shared.info.stage;
                 match selection {
                     Selection::Route(route) => {
-                        let call = call_route(state.clone(), api.clone(), shared.clone(), route.clone(), Bytes::from(body), is_base64, request_id);
-                        inflight.spawn(call.in_current_span());
+                        metrics::message_in(stage, &route.key);
+                        let call = call_route(state.clone(), current.clone(), shared.clone(), route.clone(), Bytes::from(body), is_base64, request_id);
+                        calls.start(&mut inflight, call.in_current_span());
                     }
                     Selection::NoRoute => {
+                        metrics::client_error(stage, keys::DEFAULT, "no_route");
+                        log_refused(&state, &current, &shared, &request_id, 403, "Forbidden");
                         info!(%request_id, "no route matched and no $default: Forbidden");
                         let frame = error_frame("Forbidden", &shared.info.id_text, &request_id);
                         if let Some(end) = bounded(&shared, write_grace, ws.send(frame)).await {
@@ -151,6 +185,8 @@ pub async fn run(
                         }
                     }
                     Selection::TooDeep => {
+                        metrics::client_error(stage, keys::DEFAULT, "too_deep");
+                        log_refused(&state, &current, &shared, &request_id, 400, "Bad request body");
                         info!(%request_id, "message nests too deeply: Bad request body");
                         let frame = format!(
                             r#"{{"message" : "Bad request body", "connectionId": "{}", "messageId": "{}"}}"#,
@@ -211,7 +247,9 @@ pub async fn run(
         Ending::Dropped(close) => close,
     };
     drop(ws);
-    finish(&state, &api, &shared, close).await;
+    // The socket is closed: free the connection's `max_connections` slot.
+    drop(limits);
+    finish(&state, &state.api(), &shared, close).await;
 }
 
 /// The close someone asked for (DELETE), or 1001 when the node is shutting down.
@@ -242,25 +280,34 @@ async fn bounded(
             }
             Err(_) => {
                 info!(grace_ms = grace.as_millis() as u64, "slow consumer: closing");
+                metrics::dropped("slow_consumer", 1);
                 Some(Ending::ServerCloses(Close::new(1013, "Slow consumer")))
             }
         },
     }
 }
 
-/// Writes `first` and whatever else is queued, then flushes once.
+/// Writes `first` and whatever else is queued, then flushes once. Activity and counters
+/// are recorded before each frame leaves, so whoever sees the frame also sees them.
 async fn write_queued(
     ws: &mut Ws,
     shared: &ConnShared,
     outbound: &mut mpsc::Receiver<Message>,
     first: Message,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-    shared.queued_bytes.fetch_sub(first.len(), Ordering::AcqRel);
-    ws.feed(first).await?;
-    for _ in 1..WRITE_BATCH {
-        let Ok(next) = outbound.try_recv() else { break };
-        shared.queued_bytes.fetch_sub(next.len(), Ordering::AcqRel);
-        ws.feed(next).await?;
+    shared.touch(now_ms() as u64);
+    let mut next = Some(first);
+    let mut frames = 0;
+    while let Some(message) = next.take() {
+        let len = message.len();
+        shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        metrics::queue_bytes(-(len as f64));
+        metrics::messages_out(1);
+        ws.feed(message).await?;
+        frames += 1;
+        if frames < WRITE_BATCH {
+            next = outbound.try_recv().ok();
+        }
     }
     ws.flush().await
 }
@@ -276,6 +323,7 @@ async fn call_route(
     request_id: String,
 ) -> Option<Message> {
     let started = std::time::Instant::now();
+    let request_time_ms = now_ms();
     let message_id = crate::connections::id::request_id();
     let text = std::str::from_utf8(&body).unwrap_or_default();
     let event = Event {
@@ -283,7 +331,7 @@ async fn call_route(
         api_id: &api.id,
         route_key: &route.key,
         request_id: &request_id,
-        request_time_ms: now_ms(),
+        request_time_ms,
         detail: EventDetail::Message {
             message_id: &message_id,
             body: text,
@@ -292,9 +340,35 @@ async fn call_route(
     };
     let result = route.integration.call(&event, Some(&body)).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let log = |status: u16, error: Option<&str>| {
+        if let Some(access_log) = &state.access_log {
+            access_log.log(&AccessRecord {
+                conn: &shared.info,
+                api_id: &api.id,
+                event_type: EventType::Message,
+                route_key: &route.key,
+                request_id: &request_id,
+                message_id: Some(&message_id),
+                request_time_ms,
+                status: Some(status),
+                integration_latency_ms: Some(latency_ms),
+                error,
+                disconnect: None,
+            });
+        }
+    };
     match result {
         Ok(response) => {
+            log(response.status, None);
             info!(%request_id, route = %route.key, status = response.status, latency_ms, "message");
+            if !route.integration.is_mock() {
+                metrics::integration_answer(
+                    &shared.info.stage,
+                    &route.key,
+                    response.status,
+                    latency_ms,
+                );
+            }
             if !response.groups.is_empty() {
                 apply_group_changes(&state, &shared.info.id, &response.groups).await;
             }
@@ -305,19 +379,47 @@ async fn call_route(
             if response.binary {
                 return Some(Message::Binary(body));
             }
-            Some(match String::from_utf8(body.to_vec()) {
-                Ok(text) => Message::text(text),
-                Err(e) => Message::Binary(Bytes::from(e.into_bytes())),
+            Some(match Utf8Bytes::try_from(body.clone()) {
+                Ok(text) => Message::Text(text),
+                Err(_) => Message::Binary(body),
             })
         }
         Err(error) => {
             warn!(%request_id, route = %route.key, %error, latency_ms, "message: integration failed");
+            metrics::execution_error(&shared.info.stage, &route.key, error.kind());
+            log(500, Some(&error.to_string()));
             Some(error_frame(
                 "Internal server error",
                 &shared.info.id_text,
                 &request_id,
             ))
         }
+    }
+}
+
+/// Access-logs a message refused before any integration ran.
+fn log_refused(
+    state: &AppState,
+    api: &Api,
+    shared: &ConnShared,
+    request_id: &str,
+    status: u16,
+    error: &str,
+) {
+    if let Some(access_log) = &state.access_log {
+        access_log.log(&AccessRecord {
+            conn: &shared.info,
+            api_id: &api.id,
+            event_type: EventType::Message,
+            route_key: keys::DEFAULT,
+            request_id,
+            message_id: None,
+            request_time_ms: now_ms(),
+            status: Some(status),
+            integration_latency_ms: None,
+            error: Some(error),
+            disconnect: None,
+        });
     }
 }
 
@@ -331,7 +433,24 @@ fn error_frame(message: &str, connection_id: &str, request_id: &str) -> Message 
 /// Deregisters the connection and runs `$disconnect`.
 pub async fn finish(state: &Arc<AppState>, api: &Arc<Api>, shared: &Arc<ConnShared>, close: Close) {
     state.cluster.disconnected(shared);
+    metrics::connection_closed(close.code);
     info!(code = close.code, reason = %close.reason, "disconnected");
+    if let Some(access_log) = &state.access_log {
+        let request_id = request_id();
+        access_log.log(&AccessRecord {
+            conn: &shared.info,
+            api_id: &api.id,
+            event_type: EventType::Disconnect,
+            route_key: keys::DISCONNECT,
+            request_id: &request_id,
+            message_id: None,
+            request_time_ms: now_ms(),
+            status: None,
+            integration_latency_ms: None,
+            error: None,
+            disconnect: Some((close.code, &close.reason)),
+        });
+    }
     fire_disconnect(&state.tracker, api, shared.clone(), close);
 }
 

@@ -131,6 +131,7 @@ impl Event<'_> {
             message_id,
             disconnect_status_code,
             disconnect_reason,
+            authorizer: self.conn.authorizer.as_deref(),
         };
         let result = match self.detail {
             EventDetail::Connect { headers, query } => {
@@ -228,6 +229,8 @@ struct RequestContext<'a> {
     domain_name: &'a str,
     connection_id: &'a str,
     api_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorizer: Option<&'a crate::auth::AuthorizerContext>,
 }
 
 #[derive(Serialize)]
@@ -276,6 +279,7 @@ mod tests {
             user_agent: Some("ua/1".into()),
             stage: "prod".into(),
             domain_name: "gw.example".into(),
+            authorizer: None,
         }
     }
 
@@ -395,5 +399,44 @@ mod tests {
             v["multiValueHeaders"]["X-Forwarded-For"],
             serde_json::json!([""])
         );
+    }
+    #[test]
+    fn authorizer_context_on_every_event() {
+        let mut c = conn();
+        let none = event(
+            &c,
+            EventDetail::Disconnect {
+                code: 1000,
+                reason: "",
+            },
+            "$disconnect",
+        );
+        assert!(none["requestContext"].get("authorizer").is_none());
+        c.authorizer = Some(std::sync::Arc::new(crate::auth::AuthorizerContext {
+            principal_id: Some("user-1".into()),
+            context: BTreeMap::from([("tenant".to_owned(), "acme".to_owned())]),
+        }));
+        let details = [
+            EventDetail::Connect {
+                headers: &[],
+                query: &[],
+            },
+            EventDetail::Message {
+                message_id: "M",
+                body: "x",
+                is_base64: false,
+            },
+            EventDetail::Disconnect {
+                code: 1000,
+                reason: "",
+            },
+        ];
+        for detail in details {
+            let v = event(&c, detail, "r");
+            assert_eq!(
+                v["requestContext"]["authorizer"],
+                serde_json::json!({"principalId": "user-1", "tenant": "acme"})
+            );
+        }
     }
 }

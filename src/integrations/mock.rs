@@ -181,6 +181,7 @@ mod tests {
             user_agent: None,
             stage: "prod".into(),
             domain_name: "h".into(),
+            authorizer: None,
         };
         let event = Event {
             conn: &conn,

@@ -52,6 +52,17 @@ pub enum IntegrationError {
 }
 
 impl IntegrationError {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Unreachable(_) => "unreachable",
+            Self::Status(_) => "status",
+            Self::Body(_) => "body",
+            Self::Malformed(_) => "malformed",
+        }
+    }
+
     /// The HTTP status a failed `$connect` answers with: 504 for a timeout, the backend's
     /// own status for a server error, 502 for everything else.
     pub fn connect_status(&self) -> u16 {

@@ -32,6 +32,9 @@ struct Identity {
     source_ip: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_agent: Option<String>,
+    /// The authorizer's `principalId` (a Switchboard extension; AWS has none here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    principal_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -50,6 +53,7 @@ pub async fn get(state: &AppState, id: ConnectionId) -> Result<Response, ApiErro
         identity: Identity {
             source_ip: record.source_ip,
             user_agent: record.user_agent,
+            principal_id: record.authorizer.and_then(|a| a.principal_id),
         },
         last_active_at: iso(last_active),
     })
@@ -98,6 +102,7 @@ pub async fn list(state: &AppState, query: Option<&str>) -> Result<Response, Api
             identity: Identity {
                 source_ip: r.source_ip,
                 user_agent: r.user_agent,
+                principal_id: r.authorizer.and_then(|a| a.principal_id),
             },
             stage: r.stage,
         })

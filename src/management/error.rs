@@ -14,6 +14,8 @@ pub struct ApiError {
     pub error_type: &'static str,
     /// Text for the body; `None` for an empty body.
     pub message: Option<String>,
+    /// For 405: the methods the path accepts (`Allow` header).
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -78,6 +80,19 @@ impl ApiError {
             status,
             error_type,
             message,
+            allow: None,
+        }
+    }
+
+    /// 405 for a known path with a method it does not accept.
+    pub fn method_not_allowed(method: &http::Method, allow: &'static str) -> Self {
+        Self {
+            allow: Some(allow),
+            ..Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowedException",
+                Some(format!("Method {method} is not allowed here; use {allow}")),
+            )
         }
     }
 }
@@ -101,6 +116,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(allow) = self.allow {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         response.headers_mut().insert(
             "x-amzn-errortype",

@@ -71,11 +71,15 @@ pub async fn broadcast(
 ) -> Result<Response, ApiError> {
     let message = read_message(state, body).await?;
     let fanout = state.cluster.broadcast(group, message).await?;
-    info!(
-        group = group.map_or("*", GroupName::as_str),
-        local_delivered = fanout.delivered,
-        local_dropped = fanout.dropped,
-        "broadcast"
-    );
+    let group = group.map_or("*", GroupName::as_str);
+    match fanout {
+        Some(f) => info!(
+            group,
+            delivered = f.delivered,
+            dropped = f.dropped,
+            "broadcast"
+        ),
+        None => info!(group, "broadcast published to every node"),
+    }
     Ok(StatusCode::ACCEPTED.into_response())
 }

@@ -8,14 +8,18 @@ pub mod auth;
 pub mod connections;
 pub mod error;
 pub mod groups;
+pub mod health;
+pub mod limit;
 pub mod paths;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
 use chrono::{SecondsFormat, TimeZone as _, Utc};
 use http::{HeaderMap, HeaderValue, Method, Uri};
 use http_body_util::{BodyExt as _, Limited};
@@ -31,7 +35,21 @@ use paths::{PathError, Target};
 
 /// Serves the management API until the process ends.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
-    if let Err(error) = axum::serve(listener, router(state)).await {
+    let tls = state.tls.management.clone();
+    let deadline = std::time::Duration::from_millis(state.api().client.header_timeout_ms);
+    let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = match tls {
+        // `[management.tls]`: handshakes run off the accept loop (crate::tls::TlsListener).
+        Some(acceptor) => match crate::tls::TlsListener::new(listener, acceptor, deadline) {
+            Ok(tls) => {
+                use axum::serve::ListenerExt as _;
+                axum::serve(tls.tap_io(|_| {}), service).await
+            }
+            Err(error) => Err(error),
+        },
+        None => axum::serve(listener, service).await,
+    };
+    if let Err(error) = served {
         warn!(%error, "management listener failed");
     }
 }
@@ -46,30 +64,51 @@ async fn dispatch(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Body,
 ) -> Response {
     let request_id = request_id();
-    let api = state.api.clone();
+    let api = state.api();
     let target = paths::parse(uri.path(), |s| api.stages.iter().any(|stage| **stage == *s));
     let query = uri.query();
     let no_route = || Err(ApiError::no_route(&method, uri.path()));
+    let not_allowed = |allow| Err(ApiError::method_not_allowed(&method, allow));
+    let (body, refused) = auth::authorize(
+        &state.settings().management,
+        api.client.max_message_bytes,
+        &method,
+        &uri,
+        &headers,
+        body,
+    )
+    .await;
     let (route, outcome) = match target {
         Ok(Target::Health) if method == Method::GET => (
             "healthz",
             Ok(axum::Json(serde_json::json!({"status": "ok"})).into_response()),
         ),
-        _ if !auth::is_authorized(&state.management, &headers) => {
-            ("unauthorized", Err(ApiError::forbidden()))
-        }
+        Ok(Target::Ready) if method == Method::GET => ("readyz", Ok(health::ready(&state))),
+        _ if limit::throttled(&state, &headers, peer.map(|p| p.0.0.ip())) => (
+            "throttled",
+            Err(ApiError::limit_exceeded("Too Many Requests")),
+        ),
+        _ if refused.is_some() => (
+            "unauthorized",
+            Err(refused.unwrap_or_else(ApiError::forbidden)),
+        ),
         Ok(Target::Connection(id)) => (
             "@connections/{id}",
             match method {
                 Method::POST => connections::post(&state, id, body).await,
                 Method::GET => connections::get(&state, id).await,
                 Method::DELETE => connections::delete(&state, id, query).await,
-                _ => no_route(),
+                _ => not_allowed("POST, GET, DELETE"),
             },
         ),
+        Ok(Target::Metrics) if method == Method::GET => ("metrics", Ok(health::metrics())),
+        Ok(Target::AdminDrain) if method == Method::POST => {
+            ("admin/drain", Ok(health::drain(&state)))
+        }
         Ok(Target::Connections) if method == Method::GET => {
             ("@connections", connections::list(&state, query).await)
         }
@@ -78,7 +117,7 @@ async fn dispatch(
             match method {
                 Method::PUT => groups::add(&state, &group, id).await,
                 Method::DELETE => groups::remove(&state, &group, id).await,
-                _ => no_route(),
+                _ => not_allowed("PUT, DELETE"),
             },
         ),
         Ok(Target::GroupMembers(group)) if method == Method::GET => (
@@ -92,7 +131,8 @@ async fn dispatch(
         Ok(Target::Broadcast) if method == Method::POST => {
             ("@broadcast", groups::broadcast(&state, None, body).await)
         }
-        Ok(_) | Err(PathError::NotFound) => ("unknown", no_route()),
+        Ok(target) => ("method", not_allowed(target.methods())),
+        Err(PathError::NotFound) => ("unknown", no_route()),
         Err(PathError::InvalidConnectionId(id)) => (
             "invalid",
             Err(ApiError::bad_request(format!("Invalid connectionId: {id}"))),
@@ -105,7 +145,7 @@ async fn dispatch(
         ),
     };
     let mut response = outcome.unwrap_or_else(IntoResponse::into_response);
-    if route != "healthz" {
+    if !matches!(route, "healthz" | "readyz" | "metrics") {
         info!(%request_id, %method, route, path = uri.path(), status = response.status().as_u16(), "management call");
     }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -129,7 +169,7 @@ impl From<DeliveryError> for ApiError {
 /// Reads a message body (at most `client.max_message_bytes`, else 413) as one frame:
 /// text when it is UTF-8, binary otherwise.
 async fn read_message(state: &AppState, body: Body) -> Result<Message, ApiError> {
-    let limit = state.api.client.max_message_bytes;
+    let limit = state.api().client.max_message_bytes;
     let bytes = Limited::new(body, limit)
         .collect()
         .await

@@ -24,6 +24,28 @@ pub enum Target {
     GroupMember(GroupName, ConnectionId),
     /// `/@broadcast`: every connection.
     Broadcast,
+    /// `/readyz`.
+    Ready,
+    /// `/metrics`.
+    Metrics,
+    /// `/admin/drain`.
+    AdminDrain,
+}
+
+impl Target {
+    /// The methods this target accepts (the `Allow` header of a 405).
+    pub fn methods(&self) -> &'static str {
+        match self {
+            Self::Health
+            | Self::Ready
+            | Self::Metrics
+            | Self::Connections
+            | Self::GroupMembers(_) => "GET",
+            Self::Connection(_) => "POST, GET, DELETE",
+            Self::Group(_) | Self::Broadcast | Self::AdminDrain => "POST",
+            Self::GroupMember(..) => "PUT, DELETE",
+        }
+    }
 }
 
 /// Why a path names nothing.
@@ -49,6 +71,9 @@ pub fn parse(raw_path: &str, is_stage: impl Fn(&str) -> bool) -> Result<Target, 
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let rest = match segments.as_slice() {
         ["healthz"] => return Ok(Target::Health),
+        ["readyz"] => return Ok(Target::Ready),
+        ["metrics"] => return Ok(Target::Metrics),
+        ["admin", "drain"] => return Ok(Target::AdminDrain),
         [stage, rest @ ..]
             if is_stage(stage) && rest.first().is_some_and(|s| s.starts_with('@')) =>
         {

@@ -77,6 +77,20 @@ impl RouteTable {
         table
     }
 
+    /// Number of routes, reserved ones included.
+    pub fn len(&self) -> usize {
+        self.routes.len()
+            + [&self.connect, &self.disconnect, &self.default]
+                .iter()
+                .filter(|r| r.is_some())
+                .count()
+    }
+
+    /// Whether there is no route at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The `$connect` route, if configured.
     pub fn connect(&self) -> Option<&Route> {
         self.connect.as_ref()

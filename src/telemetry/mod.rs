@@ -1,4 +1,8 @@
-//! Tracing setup: a filter from `log.level` (or `RUST_LOG`), text or JSON lines on stdout.
+//! Telemetry: tracing setup (here: a filter from `log.level` or `RUST_LOG`, text or JSON
+//! lines on stdout) and Prometheus metrics (`metrics`).
+
+pub mod access_log;
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 

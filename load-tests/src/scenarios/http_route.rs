@@ -1,0 +1,187 @@
+//! `http-route`: round trips through the gateway to a real local HTTP backend (an `http`
+//! integration in proxy mode on a two-way `$default` route; the backend answers a
+//! Lambda-proxy response), and the same backend called directly over keep-alive HTTP/1.1
+//! with an event-sized body; reports what the gateway adds at p50 and p99.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::Barrier;
+
+use super::{Common, Expect, round_trips};
+use crate::client::HttpConn;
+use crate::procs::{DefaultRoute, Gateway, GatewayConfig, Helper, gateway_binary};
+use crate::report::{Table, latency_cells, latency_header, num};
+use crate::servers::{BACKEND_ANSWER, BACKEND_FRAME};
+use crate::stats::{self, round2};
+
+/// `loadgen http-route` options.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// Connections (WebSocket through the gateway; HTTP directly), one request in flight each.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Timed requests per connection.
+    #[arg(long, default_value_t = 1000)]
+    pub messages: usize,
+    /// Untimed requests per connection first.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+}
+
+/// A MESSAGE event of the size and shape the gateway POSTs (for the direct calls).
+fn sample_event(seq: usize) -> String {
+    json!({
+        "requestContext": {
+            "routeKey": "$default", "messageId": format!("m{seq:015}"), "eventType": "MESSAGE",
+            "extendedRequestId": format!("e{seq:015}"), "requestTime": "25/Nov/2026:04:07:19 +0000",
+            "messageDirection": "IN", "stage": "prod", "connectedAt": 1_795_000_000_000u64,
+            "requestTimeEpoch": 1_795_000_000_123u64,
+            "identity": {"sourceIp": "127.0.0.1", "userAgent": "loadgen"},
+            "requestId": format!("r{seq:015}"), "domainName": "127.0.0.1:8080",
+            "connectionId": "vwdIIxuYcmKcqLB6", "apiId": "switchboard",
+        },
+        "body": format!(r#"{{"action":"echo","conn":0,"seq":{seq},"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#),
+        "isBase64Encoded": false,
+    })
+    .to_string()
+}
+
+/// Closed-loop POSTs straight to the backend.
+async fn direct(backend: SocketAddr, args: &Args) -> Result<Value> {
+    let conns = args.connections.max(1);
+    let barrier = Arc::new(Barrier::new(conns + 1));
+    let deadline = Instant::now() + args.common.limit();
+    let (warmup, msgs) = (args.warmup, args.messages);
+    let tasks: Vec<_> = (0..conns)
+        .map(|_| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                let mut http = HttpConn::new(backend);
+                let mut hist = stats::histogram();
+                let (mut errors, mut first_error) = (0u64, None::<String>);
+                for i in 0..warmup + msgs {
+                    if i == warmup {
+                        barrier.wait().await;
+                    }
+                    if Instant::now() > deadline {
+                        if i < warmup {
+                            continue;
+                        }
+                        break;
+                    }
+                    let body = Bytes::from(sample_event(i));
+                    let sent = Instant::now();
+                    match http.request(hyper::Method::POST, "/events", body).await {
+                        Ok((200, answer)) if answer == BACKEND_ANSWER.as_bytes() => {
+                            if i >= warmup {
+                                stats::record(&mut hist, sent.elapsed().as_micros() as u64);
+                            }
+                        }
+                        Ok((status, _)) => {
+                            errors += 1;
+                            first_error.get_or_insert(format!("backend answered {status}"));
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert(format!("{e:#}"));
+                        }
+                    }
+                }
+                if msgs == 0 {
+                    barrier.wait().await;
+                }
+                (hist, errors, first_error)
+            })
+        })
+        .collect();
+    barrier.wait().await;
+    let start = Instant::now();
+    let mut all = stats::histogram();
+    let (mut errors, mut first_error) = (0u64, None);
+    for task in tasks {
+        let (hist, e, fe) = task.await?;
+        let _ = all.add(&hist);
+        errors += e;
+        first_error = first_error.or(fe);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "connections": conns,
+        "messages": all.len(),
+        "errors": errors,
+        "first_error": first_error,
+        "elapsed_s": round2(elapsed),
+        "messages_per_s": stats::rate(all.len(), elapsed),
+        "latency": stats::summary(&all),
+    }))
+}
+
+/// Directly first, then through the gateway, against one backend process.
+pub async fn run(args: &Args) -> Result<Value> {
+    let binary = gateway_binary(args.common.gateway.as_deref())?;
+    let backend = Helper::start(&["http-backend", "--listen", "127.0.0.1:0"])?;
+    let direct = direct(backend.addr, args).await?;
+    let config = GatewayConfig {
+        default_route: DefaultRoute::HttpProxy(format!("http://{}/events", backend.addr)),
+        ..GatewayConfig::echo()
+    };
+    let mut gw = Gateway::start(&binary, &config)?;
+    let gateway = round_trips(
+        gw.client_addr,
+        "/prod",
+        args.connections,
+        args.messages,
+        args.warmup,
+        32,
+        Expect::Text(BACKEND_FRAME),
+        args.common.limit(),
+    )
+    .await?;
+    gw.check_alive()?;
+    let added = |k: &str| match (
+        gateway["latency"][k].as_f64(),
+        direct["latency"][k].as_f64(),
+    ) {
+        (Some(g), Some(d)) => json!(((g - d) * 1000.0).round() / 1000.0),
+        _ => Value::Null,
+    };
+    Ok(json!({
+        "scenario": "http-route",
+        "ok": direct["errors"] == 0 && gateway["errors"] == 0,
+        "throughput_per_s": gateway["messages_per_s"],
+        "params": {"connections": args.connections, "messages_per_connection": args.messages,
+                   "warmup": args.warmup, "mode": "proxy", "two_way": true},
+        "added_p50_ms": added("p50_ms"),
+        "added_p99_ms": added("p99_ms"),
+        "direct": direct,
+        "gateway": gateway,
+    }))
+}
+
+/// The readable table.
+pub fn table(v: &Value) -> Table {
+    let mut t = Table::new(
+        format!(
+            "http-route: {} connections x {} requests (gateway adds p50 {} ms, p99 {} ms)",
+            num(&v["params"]["connections"]),
+            num(&v["params"]["messages_per_connection"]),
+            num(&v["added_p50_ms"]),
+            num(&v["added_p99_ms"]),
+        ),
+        &latency_header(&["path", "req/s", "errors"]),
+    );
+    for (label, key) in [("backend directly", "direct"), ("through the gateway", "gateway")] {
+        let r = &v[key];
+        let mut cells = vec![num(&r["messages_per_s"]), num(&r["errors"])];
+        cells.extend(latency_cells(&r["latency"]));
+        t.row(label, cells);
+    }
+    t
+}

@@ -1,0 +1,221 @@
+//! The scenarios (one module each) and the measuring loops several of them share: closed-loop
+//! round trips over WebSocket connections, and timed group broadcasts. Every loop is bounded
+//! by a count and by `--max-secs`.
+
+pub mod callback;
+pub mod cluster;
+pub mod connect;
+pub mod echo;
+pub mod fanout;
+pub mod http_route;
+pub mod idle;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::sync::Barrier;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{self, HttpConn, SourceAddrs};
+use crate::stats::{self, Deliveries};
+
+/// Options every scenario that starts a gateway takes.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Common {
+    /// The switchboard binary (default: $SWITCHBOARD_BIN, else target/release/switchboard).
+    #[arg(long)]
+    pub gateway: Option<PathBuf>,
+    /// Upper bound in seconds on each measuring phase (it stops early and says so).
+    #[arg(long, default_value_t = 120)]
+    pub max_secs: u64,
+}
+
+impl Common {
+    /// The phase time limit.
+    pub fn limit(&self) -> Duration {
+        Duration::from_secs(self.max_secs)
+    }
+}
+
+/// What each round trip's reply must be.
+#[derive(Clone, Copy)]
+pub enum Expect {
+    /// The message itself (echo).
+    Same,
+    /// This exact text.
+    Text(&'static str),
+}
+
+/// Closed-loop round trips: `conns` clients each send `warmup` untimed then `msgs` timed
+/// messages, one at a time, awaiting each reply. Returns
+/// `{"connections", "messages", "errors", "elapsed_s", "messages_per_s", "latency"}`.
+pub async fn round_trips(
+    addr: SocketAddr,
+    path: &str,
+    conns: usize,
+    msgs: usize,
+    warmup: usize,
+    pad: usize,
+    expect: Expect,
+    limit: Duration,
+) -> Result<Value> {
+    let sources = SourceAddrs::fresh();
+    let clients: Vec<Result<client::Ws>> = futures_util::stream::iter(0..conns)
+        .map(|_| client::ws_connect(addr, path, sources.next()))
+        .buffered(32)
+        .collect()
+        .await;
+    let clients: Vec<client::Ws> = clients.into_iter().collect::<Result<_>>()?;
+    let barrier = Arc::new(Barrier::new(conns + 1));
+    let deadline = Instant::now() + limit;
+    let padding = "x".repeat(pad);
+    let mut tasks = Vec::new();
+    for (c, mut ws) in clients.into_iter().enumerate() {
+        let barrier = barrier.clone();
+        let padding = padding.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = stats::histogram();
+            let (mut ok, mut errors, mut first_error) = (0u64, 0u64, None::<String>);
+            let mut failed = false;
+            for i in 0..warmup + msgs {
+                if i == warmup {
+                    barrier.wait().await;
+                }
+                if failed || Instant::now() > deadline {
+                    if i < warmup {
+                        continue; // still owes the barrier its wait
+                    }
+                    break;
+                }
+                let text = format!(r#"{{"action":"echo","conn":{c},"seq":{i},"pad":"{padding}"}}"#);
+                let sent = Instant::now();
+                let outcome = async {
+                    ws.send(Message::text(text.clone())).await?;
+                    client::next_text(&mut ws).await
+                }
+                .await;
+                let error = match outcome {
+                    Ok(reply) => match expect {
+                        Expect::Same if reply == text => None,
+                        Expect::Text(t) if reply == t => None,
+                        _ => Some(format!("unexpected reply {reply}")),
+                    },
+                    Err(e) => {
+                        failed = true;
+                        Some(e.to_string())
+                    }
+                };
+                match error {
+                    None if i >= warmup => {
+                        stats::record(&mut hist, sent.elapsed().as_micros() as u64);
+                        ok += 1;
+                    }
+                    None => {}
+                    Some(e) => {
+                        errors += 1;
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if msgs == 0 {
+                barrier.wait().await;
+            }
+            let _ = ws.close(None).await;
+            (hist, ok, errors, first_error)
+        }));
+    }
+    barrier.wait().await;
+    let start = Instant::now();
+    let mut all = stats::histogram();
+    let (mut ok, mut errors, mut first_error) = (0u64, 0u64, None);
+    for task in tasks {
+        let (hist, n, e, fe) = task.await?;
+        let _ = all.add(&hist);
+        ok += n;
+        errors += e;
+        first_error = first_error.or(fe);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "connections": conns,
+        "messages": ok,
+        "errors": errors,
+        "first_error": first_error,
+        "timed_out": Instant::now() > deadline,
+        "elapsed_s": stats::round2(elapsed),
+        "messages_per_s": stats::rate(ok, elapsed),
+        "latency": stats::summary(&all),
+    }))
+}
+
+/// Sends `count` broadcasts (plus one untimed warm-up, kind 0) of a stamped payload to
+/// `group` through `management`, each after the previous one has reached all `members`
+/// (or `per_broadcast` passed). `deliveries` must have room for `count + 1` kinds.
+pub async fn broadcasts(
+    management: SocketAddr,
+    group: &str,
+    members: u64,
+    count: usize,
+    pad: usize,
+    deliveries: &Deliveries,
+    per_broadcast: Duration,
+) -> Result<Value> {
+    let mut http = HttpConn::new(management);
+    let mut per = Vec::new();
+    let mut all = stats::histogram();
+    let (mut delivered, mut busy_us) = (0u64, 0u64);
+    for b in 0..=count {
+        let arrivals = &deliveries.broadcasts[b];
+        let body = stats::stamp(b as u32, pad);
+        let sent = Instant::now();
+        let (status, answer) = http
+            .request(hyper::Method::POST, &format!("/@groups/{group}"), Bytes::from(body))
+            .await?;
+        let post_us = sent.elapsed().as_micros() as u64;
+        if status != 202 {
+            bail!(
+                "POST /@groups/{group} answered {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        let deadline = sent + per_broadcast;
+        while arrivals.count() < members && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Late copies are still counted below; give stragglers a moment.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if b == 0 {
+            continue; // warm-up
+        }
+        let hist = arrivals.latency.merged();
+        let _ = all.add(&hist);
+        let got = arrivals.count();
+        let last_us = arrivals.max_us.load(std::sync::atomic::Ordering::Relaxed);
+        delivered += got;
+        busy_us += last_us;
+        let summary = stats::summary(&hist);
+        per.push(json!({
+            "delivered": got,
+            "post_ms": post_us as f64 / 1000.0,
+            "last_delivery_ms": last_us as f64 / 1000.0,
+            "deliveries_per_s": stats::rate(got, last_us as f64 / 1e6),
+            "p50_ms": summary["p50_ms"],
+            "p99_ms": summary["p99_ms"],
+        }));
+    }
+    Ok(json!({
+        "members": members,
+        "broadcasts": count,
+        "expected": members * count as u64,
+        "delivered": delivered,
+        "deliveries_per_s": stats::rate(delivered, busy_us as f64 / 1e6),
+        "delivery_latency": stats::summary(&all),
+        "per_broadcast": per,
+    }))
+}

@@ -1,0 +1,41 @@
+//! Operational endpoints: `/healthz` (alive; in `mod.rs`), `/readyz` (ready for new
+//! clients: not draining, backplane connected when configured — no credentials needed, so
+//! a load balancer can poll it), `/metrics` (Prometheus exposition) and
+//! `POST /admin/drain` (start draining; see [`crate::lifecycle`]).
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::telemetry::metrics;
+
+/// 200 `{"status":"ready"}`, or 503 `{"status":"draining"|"backplane unavailable"}`.
+pub fn ready(state: &AppState) -> Response {
+    match state.readiness() {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": why})),
+        )
+            .into_response(),
+    }
+}
+
+/// The Prometheus exposition text.
+pub fn metrics() -> Response {
+    let body = metrics::render().unwrap_or_default();
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+/// Starts draining; 202.
+pub fn drain(state: &AppState) -> Response {
+    state.drain_requested.cancel();
+    (StatusCode::ACCEPTED, Json(json!({"status": "draining"}))).into_response()
+}

@@ -1,0 +1,141 @@
+//! Prometheus metrics, through the `metrics` facade and its Prometheus exporter.
+//!
+//! Names follow AWS where AWS has them, so dashboards carry over: `ConnectCount`,
+//! `MessageCount`, `IntegrationError`, `ClientError`, `ExecutionError` (counters) and
+//! `IntegrationLatency` (histogram, milliseconds, as CloudWatch reports it), labelled by
+//! `stage` and `route`. What AWS lacks is prefixed `switchboard_`. The recorder is global
+//! and installed once by the binary; without it every call here is a no-op.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global recorder (once per process; later calls do nothing).
+pub fn install(api_id: &str) {
+    if HANDLE.get().is_some() {
+        return;
+    }
+    let ms_buckets = [
+        1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+        29000.0,
+    ];
+    let seconds_buckets = [
+        0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ];
+    let builder = PrometheusBuilder::new()
+        .add_global_label("api_id", api_id)
+        .set_buckets_for_metric(Matcher::Full(INTEGRATION_LATENCY.into()), &ms_buckets)
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds_buckets)
+        });
+    match builder.and_then(PrometheusBuilder::install_recorder) {
+        Ok(handle) => {
+            let _ = HANDLE.set(handle);
+        }
+        Err(error) => tracing::warn!(%error, "metrics recorder not installed"),
+    }
+}
+
+/// The exposition text for `/metrics` (`None` when no recorder is installed).
+pub fn render() -> Option<String> {
+    HANDLE.get().map(PrometheusHandle::render)
+}
+
+/// Messages sent to the `$connect` stage (handshakes that passed the upgrade checks).
+pub const CONNECT_COUNT: &str = "ConnectCount";
+/// Messages to or from clients, callbacks included (`direction` = in | out).
+pub const MESSAGE_COUNT: &str = "MessageCount";
+/// Integration answers with a 4xx/5xx status.
+pub const INTEGRATION_ERROR: &str = "IntegrationError";
+/// 4xx answers given before an integration was called.
+pub const CLIENT_ERROR: &str = "ClientError";
+/// Failures calling an integration (unreachable, timeout, malformed answer).
+pub const EXECUTION_ERROR: &str = "ExecutionError";
+/// Milliseconds an integration took to answer.
+pub const INTEGRATION_LATENCY: &str = "IntegrationLatency";
+
+/// A handshake reached the `$connect` stage.
+pub fn connect_attempt(stage: &str) {
+    counter!(CONNECT_COUNT, "stage" => stage.to_owned(), "route" => "$connect").increment(1);
+}
+
+/// A handshake ended with `status` (101 accepted, else the rejection).
+pub fn handshake(status: u16) {
+    counter!("switchboard_handshakes_total", "status" => status.to_string()).increment(1);
+}
+
+/// A 4xx answer before any integration ran.
+pub fn client_error(stage: &str, route: &str, reason: &'static str) {
+    counter!(CLIENT_ERROR, "stage" => stage.to_owned(), "route" => route.to_owned(), "reason" => reason).increment(1);
+}
+
+/// A message from a client was routed to `route`.
+pub fn message_in(stage: &str, route: &str) {
+    counter!(MESSAGE_COUNT, "stage" => stage.to_owned(), "route" => route.to_owned(), "direction" => "in").increment(1);
+}
+
+/// `n` frames were written to a client.
+pub fn messages_out(n: u64) {
+    counter!(MESSAGE_COUNT, "direction" => "out").increment(n);
+}
+
+/// An integration answered with `status` after `latency_ms`.
+pub fn integration_answer(stage: &str, route: &str, status: u16, latency_ms: f64) {
+    histogram!(INTEGRATION_LATENCY, "stage" => stage.to_owned(), "route" => route.to_owned())
+        .record(latency_ms);
+    if status >= 400 {
+        counter!(INTEGRATION_ERROR, "stage" => stage.to_owned(), "route" => route.to_owned())
+            .increment(1);
+    }
+}
+
+/// Calling an integration failed.
+pub fn execution_error(stage: &str, route: &str, reason: &'static str) {
+    counter!(EXECUTION_ERROR, "stage" => stage.to_owned(), "route" => route.to_owned(), "reason" => reason).increment(1);
+}
+
+/// A connection was registered on this node.
+pub fn connection_opened() {
+    gauge!("switchboard_connections").increment(1.0);
+    counter!("switchboard_connections_opened_total").increment(1);
+}
+
+/// A connection closed with `code`.
+pub fn connection_closed(code: u16) {
+    gauge!("switchboard_connections").decrement(1.0);
+    counter!("switchboard_disconnects_total", "code" => code.to_string()).increment(1);
+}
+
+/// Bytes entered (`+`) or left (`-`) outbound queues.
+pub fn queue_bytes(delta: f64) {
+    gauge!("switchboard_outbound_queue_bytes").increment(delta);
+}
+
+/// A message was dropped or refused, by reason (`queue_full`, `broadcast_queue_full`,
+/// `slow_consumer`, `gone`, `throttled`, …).
+pub fn dropped(reason: &'static str, n: u64) {
+    counter!("switchboard_messages_dropped_total", "reason" => reason).increment(n);
+}
+
+/// Whether the cluster backplane is usable (1) or not (0).
+pub fn backplane_connected(connected: bool) {
+    gauge!("switchboard_backplane_connected").set(if connected { 1.0 } else { 0.0 });
+}
+
+/// A cross-node request took `seconds` (`outcome` = ok | gone | full | unavailable).
+pub fn backplane_request(seconds: f64, outcome: &'static str) {
+    histogram!("switchboard_backplane_request_seconds", "outcome" => outcome).record(seconds);
+}
+
+/// A configuration reload was attempted (`result` = ok | error).
+pub fn reload(result: &'static str) {
+    counter!("switchboard_config_reloads_total", "result" => result).increment(1);
+}
+
+/// Whether the node is draining (1) or serving (0).
+pub fn draining(on: bool) {
+    gauge!("switchboard_draining").set(if on { 1.0 } else { 0.0 });
+}

@@ -1,0 +1,107 @@
+//! The chat example in a real browser: headless Chromium (Debian's `chromium`, driven by
+//! playwright-core from tests/browser) opens two pages served by `examples/chat/server.py`;
+//! each connects through a real haproxy to a different node of a three-node cluster with a
+//! real redis-server. Messages must cross both ways, and closing one page must fire
+//! `$disconnect` for it (the backend announces "bob left"). The screenshot is kept as
+//! `target/test-artifacts/chat.png`.
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn require(path: &str, what: &str) -> PathBuf {
+    let full = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/")).join(path);
+    assert!(
+        full.exists(),
+        "{what} is missing ({}): run scripts/test.sh, which installs it",
+        full.display()
+    );
+    full
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_chat_across_nodes() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: run scripts/test.sh, which installs Debian's chromium package"
+    );
+    require(
+        "tests/browser/node_modules/playwright-core",
+        "playwright-core",
+    );
+
+    let redis = RedisServer::start().await;
+    let backend_port = free_port();
+    let management_port = free_port();
+    let listen = format!("127.0.0.1:{management_port}");
+    let redis_url = redis.url();
+    let chat_url = format!("http://127.0.0.1:{backend_port}/events");
+    let env = [
+        ("SWITCHBOARD__CLUSTER__REDIS_URL", redis_url.as_str()),
+        ("SWITCHBOARD__INTEGRATIONS__CHAT__URL", chat_url.as_str()),
+        ("SWITCHBOARD__MANAGEMENT__BEARER_TOKENS", TOKEN),
+    ];
+    let config = compose_config();
+    let mut first_env = env.to_vec();
+    first_env.push(("SWITCHBOARD__MANAGEMENT__LISTEN", &listen));
+    let a = Gateway::start_with_env(&config, &first_env).await;
+    let b = Gateway::start_with_env(&config, &env).await;
+    let c = Gateway::start_with_env(&config, &env).await;
+    let mut nodes = Vec::new();
+    for gw in [&a, &b, &c] {
+        nodes.push(gw.wait_backplane_ready().await);
+    }
+    let mut haproxy = Haproxy::start(&[&a, &b, &c]);
+    haproxy.wait_all_up(3).await;
+    let _backend =
+        ChatBackend::start(backend_port, &format!("http://{listen}"), &haproxy.ws_url()).await;
+
+    let artifacts = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/test-artifacts"
+    ));
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("chat.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let script = require("tests/browser/chat.mjs", "the browser script");
+    let page = format!("http://127.0.0.1:{backend_port}/");
+    let shot = screenshot.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .arg(page)
+            .arg(shot)
+            .env("CHROMIUM", chromium)
+            .output()
+            .expect("node must be installed (scripts/test.sh installs nodejs)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the browser test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON result");
+    assert_eq!(seen["ok"], true);
+    assert_ne!(
+        seen["alice"]["node"], seen["bob"]["node"],
+        "the pages shared a node"
+    );
+    // Both connection ids belong to nodes of this cluster.
+    for who in ["alice", "bob"] {
+        let node = seen[who]["node"].as_str().unwrap();
+        assert!(
+            nodes.iter().any(|n| n == node),
+            "{who} on unknown node {node}: {nodes:?}"
+        );
+    }
+    let png = std::fs::read(&screenshot).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG"), "the screenshot is not a PNG");
+}
