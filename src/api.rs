@@ -11,6 +11,7 @@ use crate::config::{ClientSettings, ConfigError, Settings};
 use crate::integrations::Integration;
 use crate::integrations::http::HttpClient;
 use crate::routing::{Route, RouteTable, SelectionExpression};
+use crate::telemetry::metrics::RouteMetrics;
 
 /// The API as the edge and sessions use it.
 #[derive(Debug)]
@@ -54,6 +55,12 @@ impl Api {
                 key: key.as_str().into(),
                 integration,
                 two_way: route.two_way,
+                metrics: settings
+                    .api
+                    .stages
+                    .iter()
+                    .map(|stage| RouteMetrics::new(stage, key))
+                    .collect(),
             });
         }
         let c = &settings.client;

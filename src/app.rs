@@ -158,7 +158,7 @@ fn shared_from_record(record: &ConnectionRecord) -> Option<ConnShared> {
         domain_name: record.domain_name.clone(),
         authorizer: record.authorizer.clone().map(Arc::new),
     };
-    Some(ConnShared::new(info, CancellationToken::new(), 0))
+    Some(ConnShared::new(info, CancellationToken::new(), 0, 0))
 }
 
 /// The two bound listeners.
@@ -179,8 +179,9 @@ pub async fn run(
     mut control: Control,
 ) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    let state = Arc::new(AppState::new(settings, shutdown.clone())?);
+    // Before the API is built: routes register their metric handles with the recorder.
     metrics::install(&settings.api.id);
+    let state = Arc::new(AppState::new(settings, shutdown.clone())?);
     metrics::draining(false);
     for (name, listener) in [
         ("client", &listeners.client),

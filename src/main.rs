@@ -90,8 +90,8 @@ fn main() -> ExitCode {
 
 async fn serve(settings: Settings, path: Option<PathBuf>) -> anyhow::Result<()> {
     let listeners = Listeners {
-        client: TcpListener::bind(settings.client.listen).await?,
-        management: TcpListener::bind(settings.management.listen).await?,
+        client: bind(settings.client.listen)?,
+        management: bind(settings.management.listen)?,
     };
     let stop = CancellationToken::new();
     let reload_path = path.clone();
@@ -100,6 +100,19 @@ async fn serve(settings: Settings, path: Option<PathBuf>) -> anyhow::Result<()> 
     control.watch = path;
     tokio::spawn(handle_signals(stop, reload));
     app::run(listeners, &settings, control).await
+}
+
+/// Binds a listener with a backlog of 1024 (tokio's default, 128, makes a burst of
+/// handshakes wait for SYN retransmits).
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// SIGTERM or SIGINT cancels `stop` (drain, then exit); SIGHUP asks for a reload.

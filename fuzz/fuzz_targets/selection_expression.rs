@@ -14,9 +14,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(expression) = std::str::from_utf8(expression) else {
         return;
     };
+    // `client.max_json_depth` is 1–127 (the JSON parser's own limit is 128 levels).
     let (depth, body) = rest
         .split_first()
-        .map_or((64, rest), |(d, b)| (*d as usize, b));
+        .map_or((64, rest), |(d, b)| (*d as usize % 128, b));
     let body = String::from_utf8_lossy(body);
     let Ok(parsed) = SelectionExpression::parse(expression) else {
         return;
@@ -28,6 +29,15 @@ fuzz_target!(|data: &[u8]| {
     let first = parsed.evaluate(&body, depth);
     // Evaluation is a pure function of its input.
     assert_eq!(first, again.evaluate(&body, depth));
+    // "Not JSON" means the body is not a JSON object or array — never that it was too
+    // deep for the parser (that is `TooDeep`).
+    if first == Evaluation::NotJson {
+        let error = serde_json::from_str::<serde_json::Value>(&body).err();
+        assert!(
+            !error.is_some_and(|e| e.to_string().contains("recursion limit")),
+            "valid JSON within the depth limit {depth} was refused as too deep for the parser"
+        );
+    }
     if !parsed.needs_body() {
         assert!(matches!(first, Evaluation::Value(_)), "{first:?}");
     }

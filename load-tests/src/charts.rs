@@ -44,6 +44,14 @@ fn font() -> Result<(), String> {
         .clone()
 }
 
+/// Line colours, in series order (high contrast on white).
+const COLORS: [RGBColor; 4] = [
+    RGBColor(214, 39, 40),
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+];
+
 /// Percentile columns of a latency summary, in order.
 const PERCENTILES: [(&str, &str); 5] = [
     ("p50", "p50_ms"),
@@ -61,7 +69,9 @@ fn latency_chart(path: &Path, title: &str, series: &[(String, &Value)]) -> Resul
             let pts = PERCENTILES
                 .iter()
                 .enumerate()
-                .filter_map(|(i, (_, key))| summary[*key].as_f64().map(|v| (i as i32, v.max(0.001))))
+                .filter_map(|(i, (_, key))| {
+                    summary[*key].as_f64().map(|v| (i as i32, v.max(0.001)))
+                })
                 .collect();
             (label.clone(), pts)
         })
@@ -103,13 +113,15 @@ fn latency_chart(path: &Path, title: &str, series: &[(String, &Value)]) -> Resul
         .draw()
         .map_err(e)?;
     for (i, (label, pts)) in points.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = COLORS[i % COLORS.len()].to_rgba();
         let line: Vec<(f64, f64)> = pts.iter().map(|(x, y)| (*x as f64, *y)).collect();
         chart
             .draw_series(LineSeries::new(line.clone(), color.stroke_width(3)))
             .map_err(e)?
             .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
+            });
         chart
             .draw_series(line.iter().map(|p| Circle::new(*p, 5, color.filled())))
             .map_err(e)?;
@@ -173,12 +185,14 @@ fn rss_chart(path: &Path, title: &str, series: &[(String, &Value)]) -> Result<()
         .draw()
         .map_err(e)?;
     for (i, (label, pts)) in lines.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+        let color = COLORS[i % COLORS.len()].to_rgba();
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(3)))
             .map_err(e)?
             .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
+            });
         chart
             .draw_series(pts.iter().map(|p| Circle::new(*p, 5, color.filled())))
             .map_err(e)?;
@@ -208,7 +222,10 @@ pub fn draw_all(results: &Value, dir: &Path) -> Result<Vec<(String, String)>, St
             "connect" => vec![
                 ("baseline".into(), &s["baseline"]["latency"]),
                 ("gateway".into(), &s["gateway"]["latency"]),
-                ("gateway + mock $connect".into(), &s["gateway_mock_connect"]["latency"]),
+                (
+                    "gateway + mock $connect".into(),
+                    &s["gateway_mock_connect"]["latency"],
+                ),
             ],
             "echo" => vec![
                 ("baseline".into(), &s["baseline"]["latency"]),
@@ -224,9 +241,18 @@ pub fn draw_all(results: &Value, dir: &Path) -> Result<Vec<(String, String)>, St
             ],
             "fanout" => vec![("delivery".into(), &s["gateway"]["delivery_latency"])],
             "cluster" => vec![
-                ("cross-node POST (from schedule)".into(), &s["cross_node_post"]["latency"]),
-                ("cross-node POST delivery".into(), &s["cross_node_post"]["delivery_latency"]),
-                ("broadcast delivery".into(), &s["broadcast"]["delivery_latency"]),
+                (
+                    "cross-node POST (from schedule)".into(),
+                    &s["cross_node_post"]["latency"],
+                ),
+                (
+                    "cross-node POST delivery".into(),
+                    &s["cross_node_post"]["delivery_latency"],
+                ),
+                (
+                    "broadcast delivery".into(),
+                    &s["broadcast"]["delivery_latency"],
+                ),
             ],
             "idle" => {
                 let file = "idle-rss.png".to_owned();
@@ -234,11 +260,17 @@ pub fn draw_all(results: &Value, dir: &Path) -> Result<Vec<(String, String)>, St
                 let b = &s["baseline"];
                 let series = [
                     (
-                        format!("gateway ({} KiB/conn)", crate::report::num(&g["slope_kib_per_connection"])),
+                        format!(
+                            "gateway ({} KiB/conn)",
+                            crate::report::num(&g["slope_kib_per_connection"])
+                        ),
                         &g["steps"],
                     ),
                     (
-                        format!("baseline ({} KiB/conn)", crate::report::num(&b["slope_kib_per_connection"])),
+                        format!(
+                            "baseline ({} KiB/conn)",
+                            crate::report::num(&b["slope_kib_per_connection"])
+                        ),
                         &b["steps"],
                     ),
                 ];

@@ -244,9 +244,14 @@ pub async fn join_group(
             let mut ok = 0usize;
             for id in part {
                 let path = format!("/@groups/{group}/members/{id}");
-                let (status, body) = http.request(hyper::Method::PUT, &path, Bytes::new()).await?;
+                let (status, body) = http
+                    .request(hyper::Method::PUT, &path, Bytes::new())
+                    .await?;
                 if status != 204 {
-                    bail!("PUT {path} answered {status}: {}", String::from_utf8_lossy(&body));
+                    bail!(
+                        "PUT {path} answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
                 }
                 ok += 1;
             }

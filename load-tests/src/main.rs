@@ -22,7 +22,10 @@ use clap::{Parser, Subcommand};
 use scenarios::{callback, cluster, connect, echo, fanout, http_route, idle};
 
 #[derive(Parser)]
-#[command(name = "loadgen", about = "Switchboard's load generator and benchmark suite")]
+#[command(
+    name = "loadgen",
+    about = "Switchboard's load generator and benchmark suite"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -342,7 +342,10 @@ impl Gateway {
     /// Fails when the process has exited.
     pub fn check_alive(&mut self) -> Result<()> {
         if let Ok(Some(status)) = self.child.try_wait() {
-            bail!("the gateway exited ({status}); its output:\n{}", self.tail.text());
+            bail!(
+                "the gateway exited ({status}); its output:\n{}",
+                self.tail.text()
+            );
         }
         Ok(())
     }

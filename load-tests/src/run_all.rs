@@ -46,44 +46,59 @@ pub struct ReportArgs {
 
 /// Each scenario with its suite-size and quick-size arguments.
 fn plan(quick: bool) -> Vec<(&'static str, Vec<&'static str>)> {
-    let full: [(&str, &[&str]); 7] = [
+    const FULL: [(&str, &str); 7] = [
         (
             "idle",
-            &["--connections", "15000", "--workers", "4", "--steps", "6", "--settle-ms", "1500"],
+            "--connections 15000 --workers 4 --concurrency 24 --steps 6 --settle-ms 1500",
         ),
-        ("connect", &["--handshakes", "20000", "--warmup", "1000", "--concurrency", "32"]),
-        ("echo", &["--connections", "100", "--messages", "2000", "--warmup", "100"]),
-        ("http-route", &["--connections", "16", "--messages", "2000", "--warmup", "100"]),
-        ("callback", &["--connections", "1000", "--callers", "16", "--posts", "100000"]),
-        ("fanout", &["--members", "10000", "--broadcasts", "5"]),
+        (
+            "connect",
+            "--handshakes 6000 --rounds 5 --warmup 1000 --concurrency 32",
+        ),
+        (
+            "echo",
+            "--connections 100 --messages 1000 --rounds 5 --warmup 100",
+        ),
+        (
+            "http-route",
+            "--connections 16 --messages 1000 --rounds 5 --warmup 100",
+        ),
+        ("callback", "--connections 1000 --callers 16 --posts 200000"),
+        ("fanout", "--members 10000 --broadcasts 10"),
         (
             "cluster",
-            &[
-                "--nodes", "3", "--connections-per-node", "1000", "--rate", "5000",
-                "--duration-secs", "10", "--callers", "32", "--broadcasts", "3",
-            ],
+            "--nodes 3 --connections-per-node 1000 --rate 5000 --duration-secs 20 --callers 32 --broadcasts 3",
         ),
     ];
-    let tiny: [(&str, &[&str]); 7] = [
+    const QUICK: [(&str, &str); 7] = [
         (
             "idle",
-            &["--connections", "40", "--workers", "2", "--steps", "2", "--settle-ms", "100"],
+            "--connections 40 --workers 2 --steps 2 --settle-ms 100",
         ),
-        ("connect", &["--handshakes", "40", "--warmup", "5", "--concurrency", "4"]),
-        ("echo", &["--connections", "4", "--messages", "20", "--warmup", "2"]),
-        ("http-route", &["--connections", "2", "--messages", "20", "--warmup", "2"]),
-        ("callback", &["--connections", "10", "--callers", "2", "--posts", "50"]),
-        ("fanout", &["--members", "20", "--broadcasts", "2"]),
+        (
+            "connect",
+            "--handshakes 20 --rounds 2 --warmup 5 --concurrency 4",
+        ),
+        (
+            "echo",
+            "--connections 4 --messages 10 --rounds 2 --warmup 2",
+        ),
+        (
+            "http-route",
+            "--connections 2 --messages 10 --rounds 2 --warmup 2",
+        ),
+        ("callback", "--connections 10 --callers 2 --posts 50"),
+        ("fanout", "--members 20 --broadcasts 2"),
         (
             "cluster",
-            &[
-                "--nodes", "3", "--connections-per-node", "5", "--rate", "200",
-                "--duration-secs", "1", "--callers", "4", "--broadcasts", "1",
-            ],
+            "--nodes 3 --connections-per-node 5 --rate 200 --duration-secs 1 --callers 4 --broadcasts 1",
         ),
     ];
-    let chosen = if quick { tiny } else { full };
-    chosen.iter().map(|(n, a)| (*n, a.to_vec())).collect()
+    let chosen = if quick { QUICK } else { FULL };
+    chosen
+        .iter()
+        .map(|(name, args)| (*name, args.split_whitespace().collect()))
+        .collect()
 }
 
 /// Today's date (UTC) as YYYY-MM-DD, from the system clock (days-to-civil conversion).
@@ -102,6 +117,28 @@ fn today() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// `arg` as a POSIX shell word (quoted only when it needs to be).
+fn shell_word(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./=:,@%+-".contains(c));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// A command line as it can be pasted into a shell.
+fn shell_line<S: AsRef<str>>(words: impl IntoIterator<Item = S>) -> String {
+    words
+        .into_iter()
+        .map(|w| shell_word(w.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn command_output(program: &str, args: &[&str]) -> Option<String> {
@@ -191,7 +228,8 @@ pub async fn run(args: &Args) -> Result<()> {
             argv.push("--gateway".into());
             argv.push(gateway.display().to_string());
         }
-        let command = format!("{shown} {}", argv.join(" "));
+        let command =
+            shell_line(std::iter::once(shown.as_str()).chain(argv.iter().map(String::as_str)));
         eprintln!("run-all: {command}");
         let load_before = loadavg();
         let t0 = Instant::now();
@@ -216,7 +254,7 @@ pub async fn run(args: &Args) -> Result<()> {
         "quick": args.quick,
         "machine": machine(),
         "notes": args.note,
-        "suite_command": std::env::args().collect::<Vec<_>>().join(" "),
+        "suite_command": shell_line(std::env::args()),
         "total_wall_s": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         "scenarios": scenarios,
     });
@@ -245,7 +283,11 @@ fn write_report(results: &Value, dir: &Path, run_name: &str) -> Result<()> {
             "# Latest load-test results\n\n[{run_name}]({run_name}.md) — summary, targets and charts; raw numbers in [{run_name}.json]({run_name}.json).\n"
         ),
     )?;
-    eprintln!("run-all: wrote {} and charts in {}", md_path.display(), chart_dir.display());
+    eprintln!(
+        "run-all: wrote {} and charts in {}",
+        md_path.display(),
+        chart_dir.display()
+    );
     Ok(())
 }
 
@@ -276,11 +318,35 @@ mod tests {
     }
 
     #[test]
+    fn commands_are_quoted_for_the_shell() {
+        assert_eq!(
+            shell_line([
+                "loadgen",
+                "run-all",
+                "--note",
+                "it's busy",
+                "--only",
+                "echo,idle"
+            ]),
+            r"loadgen run-all --note 'it'\''s busy' --only echo,idle"
+        );
+        assert_eq!(shell_word(""), "''");
+    }
+
+    #[test]
     fn plans_cover_every_scenario_in_both_sizes() {
         let names: Vec<_> = plan(false).iter().map(|p| p.0).collect();
         assert_eq!(
             names,
-            ["idle", "connect", "echo", "http-route", "callback", "fanout", "cluster"]
+            [
+                "idle",
+                "connect",
+                "echo",
+                "http-route",
+                "callback",
+                "fanout",
+                "cluster"
+            ]
         );
         assert_eq!(plan(true).len(), 7);
     }

@@ -77,14 +77,16 @@ pub async fn http_backend(listen: &str) -> Result<()> {
         };
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            let service = service_fn(|request: hyper::Request<hyper::body::Incoming>| async move {
-                let _ = request.into_body().collect().await;
-                let response = hyper::Response::builder()
-                    .header(hyper::header::CONTENT_TYPE, "application/json")
-                    .body(Full::new(Bytes::from_static(BACKEND_ANSWER.as_bytes())))
-                    .unwrap_or_default();
-                Ok::<_, Infallible>(response)
-            });
+            let service = service_fn(
+                |request: hyper::Request<hyper::body::Incoming>| async move {
+                    let _ = request.into_body().collect().await;
+                    let response = hyper::Response::builder()
+                        .header(hyper::header::CONTENT_TYPE, "application/json")
+                        .body(Full::new(Bytes::from_static(BACKEND_ANSWER.as_bytes())))
+                        .unwrap_or_default();
+                    Ok::<_, Infallible>(response)
+                },
+            );
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;

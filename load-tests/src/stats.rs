@@ -169,6 +169,66 @@ impl Deliveries {
     }
 }
 
+/// One measured series (a server in one round, or several rounds merged): latencies,
+/// errors and the time it took.
+pub struct Sample {
+    /// Latency of every successful operation (µs).
+    pub hist: Histogram<u64>,
+    /// Failed operations.
+    pub errors: u64,
+    /// The first failure, for the report.
+    pub first_error: Option<String>,
+    /// Seconds spent measuring (summed over rounds).
+    pub elapsed: f64,
+    /// Whether a phase hit `--max-secs`.
+    pub timed_out: bool,
+}
+
+impl Default for Sample {
+    fn default() -> Self {
+        Sample {
+            hist: histogram(),
+            errors: 0,
+            first_error: None,
+            elapsed: 0.0,
+            timed_out: false,
+        }
+    }
+}
+
+impl Sample {
+    /// Adds another round's sample to this one.
+    pub fn absorb(&mut self, other: Sample) {
+        let _ = self.hist.add(&other.hist);
+        self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+        self.elapsed += other.elapsed;
+        self.timed_out |= other.timed_out;
+    }
+
+    /// `{count_key, "errors", "first_error", "timed_out", "elapsed_s", rate_key, "latency"}`.
+    pub fn json(&self, count_key: &str, rate_key: &str) -> Value {
+        let mut v = json!({
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "timed_out": self.timed_out,
+            "elapsed_s": round2(self.elapsed),
+            "latency": summary(&self.hist),
+        });
+        v[count_key] = json!(self.hist.len());
+        v[rate_key] = json!(rate(self.hist.len(), self.elapsed));
+        v
+    }
+}
+
+/// `a / b` rounded, or null when either is missing or `b` is zero.
+pub fn ratio(a: &Value, b: &Value) -> Value {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(a), Some(b)) if b > 0.0 => json!(round2(a / b)),
+        _ => Value::Null,
+    }
+}
+
 /// Rounds to two decimals (rates and ratios in reports).
 pub fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
@@ -194,7 +254,10 @@ mod tests {
         assert_eq!(k, 7);
         assert!(t <= now_ns());
         assert!(s.ends_with(",\"pad\":\"xxx\"}"));
-        assert_eq!(parse_stamp("{\"t\":12,\"k\":4294967295}"), Some((12, KIND_POST)));
+        assert_eq!(
+            parse_stamp("{\"t\":12,\"k\":4294967295}"),
+            Some((12, KIND_POST))
+        );
         assert_eq!(parse_stamp("hello"), None);
         assert_eq!(parse_stamp("{\"t\":x,\"k\":1}"), None);
     }
@@ -207,8 +270,31 @@ mod tests {
         }
         let s = summary(&h);
         assert_eq!(s["count"], 4);
-        assert_eq!(s["p50_ms"], 2.0);
-        assert_eq!(s["max_ms"], 4.0);
+        // HdrHistogram reports the top of a value's bucket (3 significant digits).
+        let near = |k: &str, want: f64| (s[k].as_f64().unwrap() - want).abs() < 0.005;
+        assert!(near("p50_ms", 2.0) && near("max_ms", 4.0), "{s}");
+        assert!(near("p99_ms", 4.0) && near("mean_ms", 2.5), "{s}");
+    }
+
+    #[test]
+    fn samples_merge_rounds() {
+        let mut all = Sample::default();
+        for (us, errors) in [(1000, 0), (3000, 2)] {
+            let mut round = Sample {
+                elapsed: 0.5,
+                errors,
+                ..Sample::default()
+            };
+            record(&mut round.hist, us);
+            all.absorb(round);
+        }
+        let v = all.json("messages", "messages_per_s");
+        assert_eq!(v["messages"], 2);
+        assert_eq!(v["messages_per_s"], 2.0);
+        assert_eq!(v["errors"], 2);
+        assert_eq!(v["elapsed_s"], 1.0);
+        assert_eq!(ratio(&json!(3.0), &json!(2.0)), json!(1.5));
+        assert_eq!(ratio(&json!(3.0), &json!(0.0)), Value::Null);
     }
 
     #[test]

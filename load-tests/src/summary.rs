@@ -57,7 +57,11 @@ fn check(
         (Some(v), Ok(())) => Check {
             target,
             measured: shown(v),
-            verdict: if pass(v) { Verdict::Pass } else { Verdict::Fail },
+            verdict: if pass(v) {
+                Verdict::Pass
+            } else {
+                Verdict::Fail
+            },
         },
     }
 }
@@ -73,7 +77,7 @@ fn at_least(v: &Value, key: &str, n: u64, what: &str) -> Result<(), String> {
 /// Every target of the issue against `scenarios`.
 pub fn checks(scenarios: &[Value]) -> Vec<Check> {
     let get = |name: &str, path: &[&str]| {
-        find(scenarios, name).and_then(|s| path.iter().fold(Some(s), |v, k| v.map(|v| &v[*k])))
+        find(scenarios, name).map(|s| path.iter().fold(s, |v, k| &v[*k]))
     };
     let f = |name: &str, path: &[&str]| get(name, path).and_then(Value::as_f64);
     let null = Value::Null;
@@ -194,7 +198,11 @@ pub fn table_for(v: &Value) -> Option<Table> {
 }
 
 /// The whole summary. `charts` are (title, file name relative to `<run>/`).
-pub fn markdown(results: &Value, run: &str, charts: &Result<Vec<(String, String)>, String>) -> String {
+pub fn markdown(
+    results: &Value,
+    run: &str,
+    charts: &Result<Vec<(String, String)>, String>,
+) -> String {
     let empty = Vec::new();
     let scenarios = results["scenarios"].as_array().unwrap_or(&empty);
     let m = &results["machine"];
@@ -212,7 +220,11 @@ pub fn markdown(results: &Value, run: &str, charts: &Result<Vec<(String, String)
         m["kernel"].as_str().unwrap_or("?"),
         m["nofile_hard_limit"].as_str().unwrap_or("?"),
         m["git_commit"].as_str().unwrap_or("unknown"),
-        if m["git_dirty"] == true { " (with uncommitted changes)" } else { "" },
+        if m["git_dirty"] == true {
+            " (with uncommitted changes)"
+        } else {
+            ""
+        },
     );
     let notes: Vec<&str> = results["notes"]
         .as_array()
@@ -302,7 +314,10 @@ mod tests {
         assert_eq!(by("echo: ≥ 80%").verdict, Verdict::Pass);
         assert_eq!(by("echo: p99").verdict, Verdict::Fail);
         assert!(matches!(by("idle: ≤ 5").verdict, Verdict::NotMeasured(_)));
-        assert!(matches!(by("fanout: a broadcast").verdict, Verdict::NotMeasured(_)));
+        assert!(matches!(
+            by("fanout: a broadcast").verdict,
+            Verdict::NotMeasured(_)
+        ));
         assert_eq!(by("echo: p99").measured, "2.00×");
     }
 }

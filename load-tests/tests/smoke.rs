@@ -5,6 +5,7 @@
 //! the JSON line: expected keys, exact counts, no errors, nonzero throughput.
 
 use std::io::Read as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -50,8 +51,10 @@ fn gateway() -> &'static Path {
 
 /// Runs `loadgen <args>` with a time limit; returns its stdout (asserting exit 0).
 fn loadgen(args: &[&str]) -> String {
+    // Its own process group, so a run over the limit is killed with every server it started.
     let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args(args)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -75,6 +78,9 @@ fn loadgen(args: &[&str]) -> String {
             break status;
         }
         if Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .args(["-KILL", &format!("-{}", child.id())])
+                .status();
             let _ = child.kill();
             panic!("loadgen {} ran over {RUN_LIMIT:?}", args.join(" "));
         }
@@ -121,7 +127,11 @@ fn f(v: &Value, path: &[&str]) -> f64 {
 fn latency_present(v: &Value, path: &[&str]) {
     let summary = path.iter().fold(v, |v, k| &v[*k]);
     for key in ["p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"] {
-        assert!(summary[key].is_number(), "{} lacks {key}: {v}", path.join("."));
+        assert!(
+            summary[key].is_number(),
+            "{} lacks {key}: {v}",
+            path.join(".")
+        );
     }
     assert!(summary["p50_ms"].as_f64() <= summary["p99_ms"].as_f64());
 }
@@ -130,7 +140,16 @@ fn latency_present(v: &Value, path: &[&str]) {
 fn idle_holds_every_connection_on_both_servers() {
     let v = scenario(
         "idle",
-        &["--connections", "20", "--workers", "2", "--steps", "2", "--settle-ms", "50"],
+        &[
+            "--connections",
+            "20",
+            "--workers",
+            "2",
+            "--steps",
+            "2",
+            "--settle-ms",
+            "50",
+        ],
     );
     for side in ["baseline", "gateway"] {
         assert_eq!(v[side]["connections"], 20, "{v}");
@@ -143,10 +162,19 @@ fn idle_holds_every_connection_on_both_servers() {
 }
 
 #[test]
-fn connect_measures_three_servers() {
+fn connect_measures_three_servers_in_rounds() {
     let v = scenario(
         "connect",
-        &["--handshakes", "30", "--warmup", "3", "--concurrency", "3"],
+        &[
+            "--handshakes",
+            "15",
+            "--rounds",
+            "2",
+            "--warmup",
+            "3",
+            "--concurrency",
+            "3",
+        ],
     );
     for side in ["baseline", "gateway", "gateway_mock_connect"] {
         assert_eq!(v[side]["handshakes"], 30, "{v}");
@@ -159,9 +187,21 @@ fn connect_measures_three_servers() {
 
 #[test]
 fn echo_counts_every_round_trip() {
-    let v = scenario("echo", &["--connections", "4", "--messages", "25", "--warmup", "2"]);
+    let v = scenario(
+        "echo",
+        &[
+            "--connections",
+            "4",
+            "--messages",
+            "25",
+            "--rounds",
+            "2",
+            "--warmup",
+            "2",
+        ],
+    );
     for side in ["baseline", "gateway"] {
-        assert_eq!(v[side]["messages"], 100, "{v}");
+        assert_eq!(v[side]["messages"], 200, "{v}");
         assert_eq!(v[side]["errors"], 0, "{v}");
         latency_present(&v, &[side, "latency"]);
     }
@@ -173,13 +213,25 @@ fn echo_counts_every_round_trip() {
 fn http_route_compares_gateway_and_direct() {
     let v = scenario(
         "http-route",
-        &["--connections", "2", "--messages", "20", "--warmup", "2"],
+        &[
+            "--connections",
+            "2",
+            "--messages",
+            "20",
+            "--rounds",
+            "2",
+            "--warmup",
+            "2",
+        ],
     );
     for side in ["direct", "gateway"] {
-        assert_eq!(v[side]["messages"], 40, "{v}");
+        assert_eq!(v[side]["messages"], 80, "{v}");
         latency_present(&v, &[side, "latency"]);
     }
-    assert!(v["added_p50_ms"].is_number() && v["added_p99_ms"].is_number(), "{v}");
+    assert!(
+        v["added_p50_ms"].is_number() && v["added_p99_ms"].is_number(),
+        "{v}"
+    );
 }
 
 #[test]
@@ -213,8 +265,18 @@ fn cluster_posts_across_nodes_and_broadcasts_to_all() {
     let v = scenario(
         "cluster",
         &[
-            "--nodes", "3", "--connections-per-node", "4", "--rate", "100",
-            "--duration-secs", "1", "--callers", "3", "--broadcasts", "1",
+            "--nodes",
+            "3",
+            "--connections-per-node",
+            "4",
+            "--rate",
+            "100",
+            "--duration-secs",
+            "1",
+            "--callers",
+            "3",
+            "--broadcasts",
+            "1",
         ],
     );
     let p = &v["cross_node_post"];
@@ -233,8 +295,16 @@ fn run_all_quick_writes_results_summary_and_charts() {
     let gateway = gateway().to_str().expect("utf-8 path").to_owned();
     let dir_s = dir.to_str().expect("utf-8 path").to_owned();
     loadgen(&[
-        "run-all", "--quick", "--out-dir", &dir_s, "--run", "smoke", "--gateway", &gateway,
-        "--note", "smoke test",
+        "run-all",
+        "--quick",
+        "--out-dir",
+        &dir_s,
+        "--run",
+        "smoke",
+        "--gateway",
+        &gateway,
+        "--note",
+        "smoke test",
     ]);
     let results: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("smoke.json")).unwrap()).unwrap();
@@ -246,17 +316,32 @@ fn run_all_quick_writes_results_summary_and_charts() {
         .collect();
     assert_eq!(
         names,
-        ["idle", "connect", "echo", "http-route", "callback", "fanout", "cluster"]
+        [
+            "idle",
+            "connect",
+            "echo",
+            "http-route",
+            "callback",
+            "fanout",
+            "cluster"
+        ]
     );
     for s in results["scenarios"].as_array().unwrap() {
         assert_eq!(s["ok"], true, "{s}");
-        assert!(s["command"].as_str().unwrap().contains(" --gateway "), "{s}");
+        assert!(
+            s["command"].as_str().unwrap().contains(" --gateway "),
+            "{s}"
+        );
     }
     let md = std::fs::read_to_string(dir.join("smoke.md")).unwrap();
     assert!(md.contains("## Targets (issue 6)"), "{md}");
     assert!(md.contains("- smoke test"), "{md}");
     assert!(md.contains("idle --connections 40"), "{md}");
-    assert!(std::fs::read_to_string(dir.join("LATEST.md")).unwrap().contains("[smoke](smoke.md)"));
+    assert!(
+        std::fs::read_to_string(dir.join("LATEST.md"))
+            .unwrap()
+            .contains("[smoke](smoke.md)")
+    );
     // Charts need a TrueType font (Debian's fonts-dejavu-core); without one the summary says so.
     let font = Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").is_file()
         || std::env::var_os("LOADGEN_FONT").is_some();
@@ -267,7 +352,10 @@ fn run_all_quick_writes_results_summary_and_charts() {
                 .unwrap_or_else(|e| panic!("{chart}: {e}"));
             assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{chart} is not a PNG");
         }
-        assert!(md.contains("![idle: RSS against idle connections](smoke/idle-rss.png)"), "{md}");
+        assert!(
+            md.contains("![idle: RSS against idle connections](smoke/idle-rss.png)"),
+            "{md}"
+        );
     } else {
         assert!(md.contains("Charts were not drawn: no font found"), "{md}");
     }

@@ -156,6 +156,13 @@ impl Settings {
             c.max_inflight_per_connection as u64,
         )?;
         positive("client.max_json_depth", c.max_json_depth as u64)?;
+        if c.max_json_depth > 127 {
+            // serde_json refuses JSON nested 128 levels or deeper (found by fuzzing).
+            return Err(ConfigError::invalid(
+                "client.max_json_depth",
+                "must be at most 127 (the JSON parser's own nesting limit)",
+            ));
+        }
         if matches!(
             self.management.auth,
             ManagementAuth::Bearer | ManagementAuth::Both
@@ -378,6 +385,10 @@ mod tests {
                 "api.stages",
             ),
             ("[unknown_section]\nx = 1\n", "unknown_section"),
+            (
+                "[client]\nmax_json_depth = 128\n[management]\nauth = \"none\"\n",
+                "client.max_json_depth",
+            ),
         ];
         for (text, key) in cases {
             let err = load_text(text).expect_err(text).to_string();

@@ -112,7 +112,7 @@ pub struct ClientSettings {
     /// Integration calls one connection may have in flight; at the cap the gateway stops
     /// reading that connection until a call finishes (TCP pushes back on the client).
     pub max_inflight_per_connection: usize,
-    /// Deepest JSON nesting evaluated by route selection; deeper gets a `Bad request body` frame.
+    /// Deepest JSON nesting evaluated by route selection (1–127); deeper gets a `Bad request body` frame.
     pub max_json_depth: usize,
     /// TLS on the WebSocket listener (`wss://`); off when both files are empty.
     pub tls: super::TlsSettings,
@@ -126,7 +126,7 @@ impl Default for ClientSettings {
             handshake_timeout_ms: 35_000,
             max_header_bytes: 10_240,
             max_headers: 64,
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 1024,
             write_buffer_bytes: 0,
             max_frame_bytes: 32 * 1024,
             max_message_bytes: 128 * 1024,

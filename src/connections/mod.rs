@@ -1,21 +1,22 @@
 //! The local connection registry: `ConnectionId → ConnHandle` for every connection this
 //! node holds.
 //!
-//! A handle is a bounded sender into the connection's outbound queue plus shared metadata
-//! and a close request; it never holds the socket (the session task owns that). Every
-//! queue is bounded twice, in messages and in bytes: a send that would cross either bound
-//! fails with [`SendError::Full`] and the caller answers 429. Map guards are never held
+//! A handle is shared metadata, the connection's outbound queue ([`Outbox`]) and a close
+//! request; it never holds the socket (the session task owns that). Every queue is bounded
+//! twice, in messages and in bytes: a send that would cross either bound fails with
+//! [`SendError::Full`] and the caller answers 429. Map guards are never held
 //! across an `.await`: lookups clone the handle out.
 
 pub mod id;
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +55,113 @@ pub struct CloseRequest {
     pub reason: String,
 }
 
+/// A connection's outbound queue, bounded in messages and in bytes. It allocates nothing
+/// until a first message arrives (most connections are idle), and one lock guards the
+/// check-then-push, so concurrent senders cannot overshoot either bound.
+#[derive(Debug)]
+pub struct Outbox {
+    /// Frames waiting, their payload bytes, and whether the session has ended. A std mutex:
+    /// held for a push or a pop, never across an `.await`.
+    state: Mutex<OutboxState>,
+    /// Wakes the session when a frame is queued (a stored permit: no wake-up is lost).
+    ready: Notify,
+    /// Most frames that may wait.
+    max_messages: usize,
+    /// Most payload bytes that may wait.
+    max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct OutboxState {
+    frames: VecDeque<Message>,
+    bytes: usize,
+    closed: bool,
+}
+
+impl Outbox {
+    /// An empty queue with these bounds.
+    pub fn new(max_messages: usize, max_bytes: usize) -> Self {
+        Self {
+            state: Mutex::new(OutboxState::default()),
+            ready: Notify::new(),
+            max_messages,
+            max_bytes,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, OutboxState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a frame without waiting.
+    pub fn push(&self, message: Message) -> Result<(), SendError> {
+        let len = message.len();
+        {
+            let mut state = self.state();
+            if state.closed {
+                return Err(SendError::Gone);
+            }
+            if state.frames.len() >= self.max_messages || state.bytes + len > self.max_bytes {
+                drop(state);
+                metrics::dropped("queue_full", 1);
+                return Err(SendError::Full);
+            }
+            state.frames.push_back(message);
+            state.bytes += len;
+        }
+        metrics::queue_bytes(len as f64);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Takes the next frame, if any.
+    pub fn pop(&self) -> Option<Message> {
+        let message = {
+            let mut state = self.state();
+            let message = state.frames.pop_front()?;
+            state.bytes -= message.len();
+            if state.frames.is_empty() && state.frames.capacity() > 16 {
+                state.frames = VecDeque::new(); // give a burst's memory back
+            }
+            message
+        };
+        metrics::queue_bytes(-(message.len() as f64));
+        Some(message)
+    }
+
+    /// Whether frames are waiting.
+    pub fn is_empty(&self) -> bool {
+        self.state().frames.is_empty()
+    }
+
+    /// Payload bytes waiting.
+    pub fn bytes(&self) -> usize {
+        self.state().bytes
+    }
+
+    /// Resolves when a frame may be waiting (spurious wake-ups are possible).
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Asks the session to look at the queue again (more frames than one batch).
+    pub fn wake(&self) {
+        self.ready.notify_one();
+    }
+
+    /// Refuses further frames and drops the ones still waiting (the session has ended).
+    pub fn close(&self) {
+        let dropped = {
+            let mut state = self.state();
+            state.closed = true;
+            let bytes = std::mem::take(&mut state.bytes);
+            state.frames = VecDeque::new();
+            bytes
+        };
+        metrics::queue_bytes(-(dropped as f64));
+    }
+}
+
 /// State shared between a connection's session task and everyone who may send to it.
 #[derive(Debug)]
 pub struct ConnShared {
@@ -61,33 +169,33 @@ pub struct ConnShared {
     pub info: ConnInfo,
     /// Epoch milliseconds of the last data frame in either direction (GET `lastActiveAt`).
     pub last_active_ms: AtomicU64,
-    /// Bytes waiting in the outbound queue; bounded by `outbound_queue_bytes`.
-    pub queued_bytes: AtomicUsize,
+    /// Frames waiting to be written to the client.
+    pub outbox: Outbox,
     /// Set once when someone asks the session to close; the first request wins.
     close_request: OnceLock<CloseRequest>,
     /// Cancelled to make the session close (with `close_request`, or 1001 on shutdown).
     pub cancel: CancellationToken,
-    /// Limit on `queued_bytes`.
-    max_queued_bytes: usize,
-    /// Guards the check-then-add of `queued_bytes` so concurrent senders cannot overshoot.
-    enqueue_lock: Mutex<()>,
     /// Groups this connection belongs to, so they can be left when it closes. A std mutex:
     /// held only to push, remove or copy, never across an `.await`.
     pub groups: Mutex<Vec<Arc<str>>>,
 }
 
 impl ConnShared {
-    /// New shared state for a connection.
-    pub fn new(info: ConnInfo, cancel: CancellationToken, max_queued_bytes: usize) -> Self {
+    /// New shared state for a connection whose outbound queue holds at most
+    /// `queue_messages` frames and `queue_bytes` bytes.
+    pub fn new(
+        info: ConnInfo,
+        cancel: CancellationToken,
+        queue_messages: usize,
+        queue_bytes: usize,
+    ) -> Self {
         let now = info.connected_at_ms as u64;
         Self {
             info,
             last_active_ms: AtomicU64::new(now),
-            queued_bytes: AtomicUsize::new(0),
+            outbox: Outbox::new(queue_messages, queue_bytes),
             close_request: OnceLock::new(),
             cancel,
-            max_queued_bytes,
-            enqueue_lock: Mutex::new(()),
             groups: Mutex::new(Vec::new()),
         }
     }
@@ -123,45 +231,19 @@ pub enum SendError {
 /// A cheap, cloneable way to reach a connection's session.
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
-    /// Bounded queue into the session's writer.
-    tx: mpsc::Sender<Message>,
-    /// Metadata and the close request.
+    /// Metadata, the outbound queue and the close request.
     pub shared: Arc<ConnShared>,
 }
 
 impl ConnHandle {
-    /// A handle and the receiving end the session drains.
-    pub fn new(shared: Arc<ConnShared>, queue_messages: usize) -> (Self, mpsc::Receiver<Message>) {
-        let (tx, rx) = mpsc::channel(queue_messages);
-        (Self { tx, shared }, rx)
+    /// A handle on `shared`.
+    pub fn new(shared: Arc<ConnShared>) -> Self {
+        Self { shared }
     }
 
-    /// Queues `message` without waiting. Counts its payload against the byte bound; the
-    /// session subtracts it again when it writes the frame.
+    /// Queues `message` without waiting (see [`Outbox::push`]).
     pub fn try_send(&self, message: Message) -> Result<(), SendError> {
-        let len = message.len();
-        let _guard = self
-            .shared
-            .enqueue_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let queued = self.shared.queued_bytes.load(Ordering::Acquire);
-        if queued + len > self.shared.max_queued_bytes {
-            metrics::dropped("queue_full", 1);
-            return Err(SendError::Full);
-        }
-        match self.tx.try_send(message) {
-            Ok(()) => {
-                self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
-                metrics::queue_bytes(len as f64);
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::dropped("queue_full", 1);
-                Err(SendError::Full)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Gone),
-        }
+        self.shared.outbox.push(message)
     }
 }
 

@@ -216,10 +216,14 @@ async fn accept_or_reject(
     let shared = Arc::new(ConnShared::new(
         info,
         cancel,
+        api.client.outbound_queue_messages,
         api.client.outbound_queue_bytes,
     ));
-    let (handle, outbound) = ConnHandle::new(shared.clone(), api.client.outbound_queue_messages);
-    state.cluster.local.registry.insert(handle);
+    state
+        .cluster
+        .local
+        .registry
+        .insert(ConnHandle::new(shared.clone()));
     state.cluster.connected(&shared);
     metrics::connection_opened();
     apply_group_changes(state, &shared.info.id, &connect_groups).await;
@@ -262,7 +266,7 @@ async fn accept_or_reject(
                             return;
                         }
                     };
-                    session::run(state, api, shared, ws, outbound, admission).await;
+                    session::run(state, api, shared, ws, admission).await;
                 }
                 Err(error) => {
                     warn!(%error, "upgrade failed");

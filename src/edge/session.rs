@@ -11,14 +11,12 @@
 //! pings/pongs from the client only when `pings_count_as_activity` is set.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::WebSocketStream;
@@ -65,7 +63,6 @@ pub async fn run(
     api: Arc<Api>,
     shared: Arc<ConnShared>,
     mut ws: Ws,
-    mut outbound: mpsc::Receiver<Message>,
     mut limits: ConnLimits,
 ) {
     let started = Instant::now();
@@ -92,12 +89,12 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = shared.cancel.cancelled() => break requested_close(&shared),
-            queued = outbound.recv() => {
-                let Some(first) = queued else {
-                    break Ending::ServerCloses(Close::going_away());
-                };
+            _ = shared.outbox.ready() => {
+                if shared.outbox.is_empty() {
+                    continue;
+                }
                 last_activity = Instant::now();
-                if let Some(end) = bounded(&shared, write_grace, write_queued(&mut ws, &shared, &mut outbound, first)).await {
+                if let Some(end) = bounded(&shared, write_grace, write_queued(&mut ws, &shared)).await {
                     break end;
                 }
             }
@@ -171,9 +168,20 @@ pub async fn run(
                 let stage = &shared.info.stage;
                 match selection {
                     Selection::Route(route) => {
-                        metrics::message_in(stage, &route.key);
+                        if let Some(m) = route.metrics(stage) {
+                            m.message_in();
+                        }
                         let call = call_route(state.clone(), current.clone(), shared.clone(), route.clone(), Bytes::from(body), is_base64, request_id);
-                        calls.start(&mut inflight, call.in_current_span());
+                        if route.integration.is_mock() {
+                            // A mock does no I/O: answer inline, without a task or a call slot.
+                            if let Some(reply) = call.await
+                                && let Some(end) = bounded(&shared, write_grace, ws.send(reply)).await
+                            {
+                                break end;
+                            }
+                        } else {
+                            calls.start(&mut inflight, call.in_current_span());
+                        }
                     }
                     Selection::NoRoute => {
                         metrics::client_error(stage, keys::DEFAULT, "no_route");
@@ -287,27 +295,25 @@ async fn bounded(
     }
 }
 
-/// Writes `first` and whatever else is queued, then flushes once. Activity and counters
-/// are recorded before each frame leaves, so whoever sees the frame also sees them.
+/// Writes up to a batch of queued frames, then flushes once. Activity is recorded before
+/// the frames leave, so whoever sees a frame also sees it; more than a batch wakes the
+/// session again.
 async fn write_queued(
     ws: &mut Ws,
     shared: &ConnShared,
-    outbound: &mut mpsc::Receiver<Message>,
-    first: Message,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     shared.touch(now_ms() as u64);
-    let mut next = Some(first);
     let mut frames = 0;
-    while let Some(message) = next.take() {
-        let len = message.len();
-        shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-        metrics::queue_bytes(-(len as f64));
+    while frames < WRITE_BATCH {
+        let Some(message) = shared.outbox.pop() else {
+            break;
+        };
         metrics::messages_out(1);
         ws.feed(message).await?;
         frames += 1;
-        if frames < WRITE_BATCH {
-            next = outbound.try_recv().ok();
-        }
+    }
+    if !shared.outbox.is_empty() {
+        shared.outbox.wake();
     }
     ws.flush().await
 }
@@ -361,13 +367,10 @@ async fn call_route(
         Ok(response) => {
             log(response.status, None);
             info!(%request_id, route = %route.key, status = response.status, latency_ms, "message");
-            if !route.integration.is_mock() {
-                metrics::integration_answer(
-                    &shared.info.stage,
-                    &route.key,
-                    response.status,
-                    latency_ms,
-                );
+            if !route.integration.is_mock()
+                && let Some(m) = route.metrics(&shared.info.stage)
+            {
+                m.integration_answer(response.status, latency_ms);
             }
             if !response.groups.is_empty() {
                 apply_group_changes(&state, &shared.info.id, &response.groups).await;
@@ -432,6 +435,7 @@ fn error_frame(message: &str, connection_id: &str, request_id: &str) -> Message 
 
 /// Deregisters the connection and runs `$disconnect`.
 pub async fn finish(state: &Arc<AppState>, api: &Arc<Api>, shared: &Arc<ConnShared>, close: Close) {
+    shared.outbox.close();
     state.cluster.disconnected(shared);
     metrics::connection_closed(close.code);
     info!(code = close.code, reason = %close.reason, "disconnected");

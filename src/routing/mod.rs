@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::integrations::Integration;
+use crate::telemetry::metrics::RouteMetrics;
 pub use expression::{Evaluation, SelectionExpression};
 
 /// The reserved route keys.
@@ -30,6 +31,15 @@ pub struct Route {
     pub integration: Arc<Integration>,
     /// Whether the integration's answer is sent back to the caller.
     pub two_way: bool,
+    /// Metric handles, one set per stage.
+    pub metrics: Arc<[RouteMetrics]>,
+}
+
+impl Route {
+    /// This route's metric handles for `stage` (`None` for a stage the API does not have).
+    pub fn metrics(&self, stage: &str) -> Option<&RouteMetrics> {
+        self.metrics.iter().find(|m| &*m.stage == stage)
+    }
 }
 
 /// The outcome of route selection for one message.
@@ -132,6 +142,7 @@ mod tests {
             key: key.into(),
             integration: Arc::new(Integration::Mock(MockIntegration::new("", 200).unwrap())),
             two_way: false,
+            metrics: Arc::new([]),
         }
     }
 

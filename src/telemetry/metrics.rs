@@ -6,9 +6,9 @@
 //! `stage` and `route`. What AWS lacks is prefixed `switchboard_`. The recorder is global
 //! and installed once by the binary; without it every call here is a no-op.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use metrics::{counter, gauge, histogram};
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -79,7 +79,53 @@ pub fn message_in(stage: &str, route: &str) {
 
 /// `n` frames were written to a client.
 pub fn messages_out(n: u64) {
-    counter!(MESSAGE_COUNT, "direction" => "out").increment(n);
+    static OUT: OnceLock<Counter> = OnceLock::new();
+    OUT.get_or_init(|| counter!(MESSAGE_COUNT, "direction" => "out"))
+        .increment(n);
+}
+
+/// One route's metric handles for one stage, registered once (a lookup by name and labels
+/// per message would cost more than the message).
+#[derive(Debug, Clone)]
+pub struct RouteMetrics {
+    /// The stage they are labelled with.
+    pub stage: Arc<str>,
+    message_in: Counter,
+    latency: Histogram,
+    integration_error: Counter,
+}
+
+impl RouteMetrics {
+    /// Registers the handles of `route` on `stage` (call after [`install`]).
+    pub fn new(stage: &str, route: &str) -> Self {
+        let labels = [("stage", stage.to_owned()), ("route", route.to_owned())];
+        Self {
+            stage: stage.into(),
+            message_in: counter!(
+                MESSAGE_COUNT,
+                &[
+                    ("stage", stage.to_owned()),
+                    ("route", route.to_owned()),
+                    ("direction", "in".to_owned()),
+                ]
+            ),
+            latency: histogram!(INTEGRATION_LATENCY, &labels),
+            integration_error: counter!(INTEGRATION_ERROR, &labels),
+        }
+    }
+
+    /// A message was routed here.
+    pub fn message_in(&self) {
+        self.message_in.increment(1);
+    }
+
+    /// The integration answered with `status` after `latency_ms`.
+    pub fn integration_answer(&self, status: u16, latency_ms: f64) {
+        self.latency.record(latency_ms);
+        if status >= 400 {
+            self.integration_error.increment(1);
+        }
+    }
 }
 
 /// An integration answered with `status` after `latency_ms`.
@@ -111,7 +157,10 @@ pub fn connection_closed(code: u16) {
 
 /// Bytes entered (`+`) or left (`-`) outbound queues.
 pub fn queue_bytes(delta: f64) {
-    gauge!("switchboard_outbound_queue_bytes").increment(delta);
+    static BYTES: OnceLock<Gauge> = OnceLock::new();
+    BYTES
+        .get_or_init(|| gauge!("switchboard_outbound_queue_bytes"))
+        .increment(delta);
 }
 
 /// A message was dropped or refused, by reason (`queue_full`, `broadcast_queue_full`,

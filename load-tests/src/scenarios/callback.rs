@@ -141,6 +141,9 @@ pub fn table(v: &Value) -> Table {
         &latency_header(&["latency"]),
     );
     t.row("POST (request to 200)", latency_cells(&g["post_latency"]));
-    t.row("delivery (POST sent to frame read)", latency_cells(&g["delivery_latency"]));
+    t.row(
+        "delivery (POST sent to frame read)",
+        latency_cells(&g["delivery_latency"]),
+    );
     t
 }

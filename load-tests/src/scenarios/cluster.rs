@@ -49,7 +49,10 @@ async fn ready(management: SocketAddr) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut http = HttpConn::new(management);
     loop {
-        if let Ok((200, _)) = http.request(hyper::Method::GET, "/readyz", Bytes::new()).await {
+        if let Ok((200, _)) = http
+            .request(hyper::Method::GET, "/readyz", Bytes::new())
+            .await
+        {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -96,7 +99,11 @@ async fn cross_node_posts(
                     if !behind {
                         tokio::time::sleep_until(due).await;
                     }
-                    let origin = if behind { due } else { tokio::time::Instant::now() };
+                    let origin = if behind {
+                        due
+                    } else {
+                        tokio::time::Instant::now()
+                    };
                     let id = &targets[(k as usize * callers + c) % targets.len()];
                     let body = Bytes::from(stats::stamp(KIND_POST, 32));
                     let sent = tokio::time::Instant::now();
@@ -242,9 +249,21 @@ pub fn table(v: &Value) -> Table {
         ),
         &latency_header(&["latency"]),
     );
-    t.row("cross-node POST (from schedule)", latency_cells(&p["latency"]));
-    t.row("cross-node POST (from send)", latency_cells(&p["service_latency"]));
-    t.row("cross-node POST delivery", latency_cells(&p["delivery_latency"]));
-    t.row("broadcast delivery (all nodes)", latency_cells(&b["delivery_latency"]));
+    t.row(
+        "cross-node POST (from schedule)",
+        latency_cells(&p["latency"]),
+    );
+    t.row(
+        "cross-node POST (from send)",
+        latency_cells(&p["service_latency"]),
+    );
+    t.row(
+        "cross-node POST delivery",
+        latency_cells(&p["delivery_latency"]),
+    );
+    t.row(
+        "broadcast delivery (all nodes)",
+        latency_cells(&b["delivery_latency"]),
+    );
     t
 }

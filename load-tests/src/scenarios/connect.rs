@@ -1,7 +1,8 @@
 //! `connect`: handshakes per second and handshake time (TCP connect to 101) with K
 //! handshakes in flight; each connection is then closed cleanly (close frame, wait for the
-//! server's) so the count is of whole short-lived connections. Runs against the baseline,
-//! the gateway without a `$connect` route, and the gateway with a mock `$connect`.
+//! server's) so the count is of whole short-lived connections. The baseline, the gateway
+//! without a `$connect` route and the gateway with a mock `$connect` run side by side and
+//! are measured in alternating rounds.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,17 +17,20 @@ use super::Common;
 use crate::client::{self, SourceAddrs};
 use crate::procs::{Gateway, GatewayConfig, Helper, gateway_binary};
 use crate::report::{Table, latency_cells, latency_header, num};
-use crate::stats::{self, round2};
+use crate::stats::{self, Sample, ratio};
 
 /// `loadgen connect` options.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
     #[command(flatten)]
     pub common: Common,
-    /// Timed handshakes per server.
-    #[arg(long, default_value_t = 20_000)]
+    /// Timed handshakes per server per round.
+    #[arg(long, default_value_t = 6000)]
     pub handshakes: usize,
-    /// Untimed handshakes first.
+    /// Rounds, each measuring the baseline, the gateway and the gateway with `$connect`.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Untimed handshakes before the first round.
     #[arg(long, default_value_t = 1000)]
     pub warmup: usize,
     /// Handshakes in flight at once.
@@ -47,8 +51,14 @@ async fn one(addr: SocketAddr, path: &str, sources: &SourceAddrs) -> Result<u64>
     Ok(us)
 }
 
-/// `n` handshakes with `concurrency` in flight; `{"handshakes", "errors", "handshakes_per_s", "latency", …}`.
-async fn measure(addr: SocketAddr, path: &'static str, n: usize, args: &Args) -> Result<Value> {
+/// `n` handshakes with `concurrency` in flight, after `warmup` untimed ones.
+async fn measure(
+    addr: SocketAddr,
+    path: &'static str,
+    n: usize,
+    warmup: usize,
+    args: &Args,
+) -> Result<Sample> {
     let sources = Arc::new(SourceAddrs::fresh());
     let deadline = Instant::now() + args.common.limit();
     let run = |count: usize| {
@@ -86,52 +96,46 @@ async fn measure(addr: SocketAddr, path: &'static str, n: usize, args: &Args) ->
             Ok::<_, anyhow::Error>((all, errors, first_error))
         }
     };
-    run(args.warmup).await?;
+    run(warmup).await?;
     let start = Instant::now();
     let (hist, errors, first_error) = run(n).await?;
-    let elapsed = start.elapsed().as_secs_f64();
-    Ok(json!({
-        "handshakes": hist.len(),
-        "errors": errors,
-        "first_error": first_error,
-        "timed_out": Instant::now() > deadline,
-        "elapsed_s": round2(elapsed),
-        "handshakes_per_s": stats::rate(hist.len(), elapsed),
-        "latency": stats::summary(&hist),
-    }))
+    Ok(Sample {
+        hist,
+        errors,
+        first_error,
+        elapsed: start.elapsed().as_secs_f64(),
+        timed_out: Instant::now() > deadline,
+    })
 }
 
-/// Baseline, gateway, gateway with a mock `$connect`, back to back.
+/// The baseline, the gateway and the gateway with a mock `$connect` run side by side and
+/// are measured in alternating rounds.
 pub async fn run(args: &Args) -> Result<Value> {
     let binary = gateway_binary(args.common.gateway.as_deref())?;
     let n = args.handshakes;
-    let baseline = {
-        let server = Helper::start(&["baseline-server", "--listen", "127.0.0.1:0"])?;
-        measure(server.addr, "/", n, args).await?
+    let server = Helper::start(&["baseline-server", "--listen", "127.0.0.1:0"])?;
+    let mut plain = Gateway::start(&binary, &GatewayConfig::echo())?;
+    let connect_config = GatewayConfig {
+        mock_connect: true,
+        ..GatewayConfig::echo()
     };
-    let gateway = {
-        let mut gw = Gateway::start(&binary, &GatewayConfig::echo())?;
-        let r = measure(gw.client_addr, "/prod", n, args).await?;
-        gw.check_alive()?;
-        r
-    };
-    let with_connect = {
-        let config = GatewayConfig {
-            mock_connect: true,
-            ..GatewayConfig::echo()
-        };
-        let mut gw = Gateway::start(&binary, &config)?;
-        let r = measure(gw.client_addr, "/prod", n, args).await?;
-        gw.check_alive()?;
-        r
-    };
-    let ratio = |r: &Value| {
-        let (a, b) = (
-            r["handshakes_per_s"].as_f64().unwrap_or(0.0),
-            baseline["handshakes_per_s"].as_f64().unwrap_or(0.0),
-        );
-        if b > 0.0 { json!(round2(a / b)) } else { Value::Null }
-    };
+    let mut with_connect = Gateway::start(&binary, &connect_config)?;
+    let mut samples: [Sample; 3] = Default::default();
+    for round in 0..args.rounds.max(1) {
+        let warmup = if round == 0 { args.warmup } else { 0 };
+        let targets = [
+            (server.addr, "/"),
+            (plain.client_addr, "/prod"),
+            (with_connect.client_addr, "/prod"),
+        ];
+        for (sample, (addr, path)) in samples.iter_mut().zip(targets) {
+            sample.absorb(measure(addr, path, n, warmup, args).await?);
+        }
+    }
+    plain.check_alive()?;
+    with_connect.check_alive()?;
+    let [baseline, gateway, with_connect] =
+        samples.map(|s| s.json("handshakes", "handshakes_per_s"));
     let ok = [&baseline, &gateway, &with_connect]
         .iter()
         .all(|r| r["errors"] == 0);
@@ -139,9 +143,10 @@ pub async fn run(args: &Args) -> Result<Value> {
         "scenario": "connect",
         "ok": ok,
         "throughput_per_s": gateway["handshakes_per_s"],
-        "params": {"handshakes": n, "warmup": args.warmup, "concurrency": args.concurrency},
-        "ratio_no_connect": ratio(&gateway),
-        "ratio_mock_connect": ratio(&with_connect),
+        "params": {"handshakes": n, "rounds": args.rounds, "warmup": args.warmup,
+                   "concurrency": args.concurrency},
+        "ratio_no_connect": ratio(&gateway["handshakes_per_s"], &baseline["handshakes_per_s"]),
+        "ratio_mock_connect": ratio(&with_connect["handshakes_per_s"], &baseline["handshakes_per_s"]),
         "baseline": baseline,
         "gateway": gateway,
         "gateway_mock_connect": with_connect,
@@ -152,8 +157,9 @@ pub async fn run(args: &Args) -> Result<Value> {
 pub fn table(v: &Value) -> Table {
     let mut t = Table::new(
         format!(
-            "connect: {} handshakes, {} in flight (gateway/baseline: {} without $connect, {} with a mock $connect)",
+            "connect: {} handshakes x {} rounds, {} in flight (gateway/baseline: {} without $connect, {} with a mock $connect)",
             num(&v["params"]["handshakes"]),
+            num(&v["params"]["rounds"]),
             num(&v["params"]["concurrency"]),
             num(&v["ratio_no_connect"]),
             num(&v["ratio_mock_connect"]),

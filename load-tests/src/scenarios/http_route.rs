@@ -1,7 +1,8 @@
 //! `http-route`: round trips through the gateway to a real local HTTP backend (an `http`
 //! integration in proxy mode on a two-way `$default` route; the backend answers a
 //! Lambda-proxy response), and the same backend called directly over keep-alive HTTP/1.1
-//! with an event-sized body; reports what the gateway adds at p50 and p99.
+//! with an event-sized body, in alternating rounds; reports what the gateway adds at p50
+//! and p99.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,12 +13,12 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
-use super::{Common, Expect, round_trips};
+use super::{Common, Expect, Loop, round_trips};
 use crate::client::HttpConn;
 use crate::procs::{DefaultRoute, Gateway, GatewayConfig, Helper, gateway_binary};
 use crate::report::{Table, latency_cells, latency_header, num};
 use crate::servers::{BACKEND_ANSWER, BACKEND_FRAME};
-use crate::stats::{self, round2};
+use crate::stats::{self, Sample};
 
 /// `loadgen http-route` options.
 #[derive(clap::Args, Clone, Debug)]
@@ -27,12 +28,15 @@ pub struct Args {
     /// Connections (WebSocket through the gateway; HTTP directly), one request in flight each.
     #[arg(long, default_value_t = 16)]
     pub connections: usize,
-    /// Timed requests per connection.
+    /// Timed requests per connection per round.
     #[arg(long, default_value_t = 1000)]
     pub messages: usize,
-    /// Untimed requests per connection first.
+    /// Untimed requests per connection at the start of each round.
     #[arg(long, default_value_t = 100)]
     pub warmup: usize,
+    /// Rounds, each measuring the backend directly and then through the gateway.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
 }
 
 /// A MESSAGE event of the size and shape the gateway POSTs (for the direct calls).
@@ -54,7 +58,7 @@ fn sample_event(seq: usize) -> String {
 }
 
 /// Closed-loop POSTs straight to the backend.
-async fn direct(backend: SocketAddr, args: &Args) -> Result<Value> {
+async fn direct(backend: SocketAddr, args: &Args) -> Result<Sample> {
     let conns = args.connections.max(1);
     let barrier = Arc::new(Barrier::new(conns + 1));
     let deadline = Instant::now() + args.common.limit();
@@ -111,40 +115,40 @@ async fn direct(backend: SocketAddr, args: &Args) -> Result<Value> {
         errors += e;
         first_error = first_error.or(fe);
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    Ok(json!({
-        "connections": conns,
-        "messages": all.len(),
-        "errors": errors,
-        "first_error": first_error,
-        "elapsed_s": round2(elapsed),
-        "messages_per_s": stats::rate(all.len(), elapsed),
-        "latency": stats::summary(&all),
-    }))
+    Ok(Sample {
+        hist: all,
+        errors,
+        first_error,
+        elapsed: start.elapsed().as_secs_f64(),
+        timed_out: Instant::now() > deadline,
+    })
 }
 
-/// Directly first, then through the gateway, against one backend process.
+/// Directly and through the gateway in alternating rounds, against one backend process.
 pub async fn run(args: &Args) -> Result<Value> {
     let binary = gateway_binary(args.common.gateway.as_deref())?;
     let backend = Helper::start(&["http-backend", "--listen", "127.0.0.1:0"])?;
-    let direct = direct(backend.addr, args).await?;
     let config = GatewayConfig {
         default_route: DefaultRoute::HttpProxy(format!("http://{}/events", backend.addr)),
         ..GatewayConfig::echo()
     };
     let mut gw = Gateway::start(&binary, &config)?;
-    let gateway = round_trips(
-        gw.client_addr,
-        "/prod",
-        args.connections,
-        args.messages,
-        args.warmup,
-        32,
-        Expect::Text(BACKEND_FRAME),
-        args.common.limit(),
-    )
-    .await?;
+    let size = Loop {
+        conns: args.connections,
+        msgs: args.messages,
+        warmup: args.warmup,
+        pad: 32,
+    };
+    let (mut direct_all, mut gateway_all) = (Sample::default(), Sample::default());
+    for _ in 0..args.rounds.max(1) {
+        direct_all.absorb(direct(backend.addr, args).await?);
+        let expect = Expect::Text(BACKEND_FRAME);
+        let round = round_trips(gw.client_addr, "/prod", size, expect, args.common.limit());
+        gateway_all.absorb(round.await?);
+    }
     gw.check_alive()?;
+    let direct = direct_all.json("messages", "messages_per_s");
+    let gateway = gateway_all.json("messages", "messages_per_s");
     let added = |k: &str| match (
         gateway["latency"][k].as_f64(),
         direct["latency"][k].as_f64(),
@@ -157,7 +161,7 @@ pub async fn run(args: &Args) -> Result<Value> {
         "ok": direct["errors"] == 0 && gateway["errors"] == 0,
         "throughput_per_s": gateway["messages_per_s"],
         "params": {"connections": args.connections, "messages_per_connection": args.messages,
-                   "warmup": args.warmup, "mode": "proxy", "two_way": true},
+                   "rounds": args.rounds, "warmup": args.warmup, "mode": "proxy", "two_way": true},
         "added_p50_ms": added("p50_ms"),
         "added_p99_ms": added("p99_ms"),
         "direct": direct,
@@ -169,15 +173,19 @@ pub async fn run(args: &Args) -> Result<Value> {
 pub fn table(v: &Value) -> Table {
     let mut t = Table::new(
         format!(
-            "http-route: {} connections x {} requests (gateway adds p50 {} ms, p99 {} ms)",
+            "http-route: {} connections x {} requests x {} rounds (gateway adds p50 {} ms, p99 {} ms)",
             num(&v["params"]["connections"]),
             num(&v["params"]["messages_per_connection"]),
+            num(&v["params"]["rounds"]),
             num(&v["added_p50_ms"]),
             num(&v["added_p99_ms"]),
         ),
         &latency_header(&["path", "req/s", "errors"]),
     );
-    for (label, key) in [("backend directly", "direct"), ("through the gateway", "gateway")] {
+    for (label, key) in [
+        ("backend directly", "direct"),
+        ("through the gateway", "gateway"),
+    ] {
         let r = &v[key];
         let mut cells = vec![num(&r["messages_per_s"]), num(&r["errors"])];
         cells.extend(latency_cells(&r["latency"]));

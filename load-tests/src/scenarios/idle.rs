@@ -34,8 +34,10 @@ pub struct Args {
     /// Steps to reach N (RSS is read after each: the points of the RSS chart).
     #[arg(long, default_value_t = 6)]
     pub steps: usize,
-    /// Handshakes in flight per worker.
-    #[arg(long, default_value_t = 64)]
+    /// Handshakes in flight per worker. Keep workers x concurrency under the server's
+    /// listen backlog (128 for tokio's bind): past it SYNs are dropped and retried a second
+    /// later, which measures the backlog, not the server.
+    #[arg(long, default_value_t = 24)]
     pub concurrency: usize,
     /// Milliseconds to wait after each step before reading RSS.
     #[arg(long, default_value_t = 1000)]
@@ -113,7 +115,12 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(addr: SocketAddr, path: &str, source: &SourceAddrs, concurrency: usize) -> Result<Self> {
+    fn start(
+        addr: SocketAddr,
+        path: &str,
+        source: &SourceAddrs,
+        concurrency: usize,
+    ) -> Result<Self> {
         let exe = std::env::current_exe()?;
         let mut child = tokio::process::Command::new("sh")
             .arg("-c")
@@ -121,7 +128,12 @@ impl Worker {
             .arg("sh")
             .arg(exe)
             .args(["idle-worker", "--addr", &addr.to_string(), "--path", path])
-            .args(["--source", &source.prefix(), "--concurrency", &concurrency.to_string()])
+            .args([
+                "--source",
+                &source.prefix(),
+                "--concurrency",
+                &concurrency.to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -137,8 +149,10 @@ impl Worker {
         })
     }
 
-    async fn command(&mut self, command: &str, limit: Duration) -> Result<Value> {
-        self.stdin.write_all(format!("{command}\n").as_bytes()).await?;
+    async fn command(&mut self, command: String, limit: Duration) -> Result<Value> {
+        self.stdin
+            .write_all(format!("{command}\n").as_bytes())
+            .await?;
         self.stdin.flush().await?;
         let line = tokio::time::timeout(limit, self.lines.next_line())
             .await
@@ -148,7 +162,7 @@ impl Worker {
     }
 
     async fn stop(mut self) {
-        let _ = self.command("close", Duration::from_secs(30)).await;
+        let _ = self.command("close".into(), Duration::from_secs(30)).await;
         drop(self.stdin);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
@@ -169,7 +183,11 @@ fn fit(points: &[(f64, f64)]) -> (f64, f64) {
         return (0.0, 0.0);
     }
     let slope = sxy / sxx;
-    let r2 = if syy == 0.0 { 1.0 } else { sxy * sxy / (sxx * syy) };
+    let r2 = if syy == 0.0 {
+        1.0
+    } else {
+        sxy * sxy / (sxx * syy)
+    };
     (slope, r2)
 }
 
@@ -182,7 +200,12 @@ async fn measure(addr: SocketAddr, path: &str, pid: u32, args: &Args) -> Result<
     let mut workers = Vec::new();
     for _ in 0..workers_n {
         // Each worker (and each server measured) gets its own source block.
-        workers.push(Worker::start(addr, path, &SourceAddrs::fresh(), args.concurrency)?);
+        workers.push(Worker::start(
+            addr,
+            path,
+            &SourceAddrs::fresh(),
+            args.concurrency,
+        )?);
     }
     let mut steps = vec![json!({"connections": 0, "rss_kib": before})];
     let mut points = vec![(0.0, before as f64)];
@@ -193,13 +216,12 @@ async fn measure(addr: SocketAddr, path: &str, pid: u32, args: &Args) -> Result<
         let goal = args.connections * step / steps_n;
         let need = goal.saturating_sub(held);
         let start = Instant::now();
-        let answers = futures_util::future::join_all(workers.iter_mut().enumerate().map(
-            |(i, w)| {
+        let answers =
+            futures_util::future::join_all(workers.iter_mut().enumerate().map(|(i, w)| {
                 let share = need / workers_n + usize::from(i < need % workers_n);
-                w.command_owned(format!("open {share}"), limit)
-            },
-        ))
-        .await;
+                w.command(format!("open {share}"), limit)
+            }))
+            .await;
         connect_secs += start.elapsed().as_secs_f64();
         for answer in answers {
             let answer = answer?;
@@ -239,17 +261,6 @@ async fn measure(addr: SocketAddr, path: &str, pid: u32, args: &Args) -> Result<
         "connect_rate_per_s": stats::rate(held as u64, connect_secs),
         "steps": steps,
     }))
-}
-
-impl Worker {
-    /// [`Worker::command`] with an owned command (for join_all over workers).
-    fn command_owned(
-        &mut self,
-        command: String,
-        limit: Duration,
-    ) -> impl std::future::Future<Output = Result<Value>> + '_ {
-        async move { self.command(&command, limit).await }
-    }
 }
 
 /// Baseline, then the gateway.

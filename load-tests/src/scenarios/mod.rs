@@ -23,7 +23,7 @@ use tokio::sync::Barrier;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, HttpConn, SourceAddrs};
-use crate::stats::{self, Deliveries};
+use crate::stats::{self, Deliveries, Sample};
 
 /// Options every scenario that starts a gateway takes.
 #[derive(clap::Args, Clone, Debug)]
@@ -52,19 +52,34 @@ pub enum Expect {
     Text(&'static str),
 }
 
+/// The size of a closed-loop run.
+#[derive(Clone, Copy)]
+pub struct Loop {
+    /// Connections, one message in flight each.
+    pub conns: usize,
+    /// Timed messages per connection.
+    pub msgs: usize,
+    /// Untimed messages per connection first.
+    pub warmup: usize,
+    /// Padding bytes per message.
+    pub pad: usize,
+}
+
 /// Closed-loop round trips: `conns` clients each send `warmup` untimed then `msgs` timed
-/// messages, one at a time, awaiting each reply. Returns
-/// `{"connections", "messages", "errors", "elapsed_s", "messages_per_s", "latency"}`.
+/// messages, one at a time, awaiting each reply.
 pub async fn round_trips(
     addr: SocketAddr,
     path: &str,
-    conns: usize,
-    msgs: usize,
-    warmup: usize,
-    pad: usize,
+    size: Loop,
     expect: Expect,
     limit: Duration,
-) -> Result<Value> {
+) -> Result<Sample> {
+    let Loop {
+        conns,
+        msgs,
+        warmup,
+        pad,
+    } = size;
     let sources = SourceAddrs::fresh();
     let clients: Vec<Result<client::Ws>> = futures_util::stream::iter(0..conns)
         .map(|_| client::ws_connect(addr, path, sources.next()))
@@ -81,7 +96,7 @@ pub async fn round_trips(
         let padding = padding.clone();
         tasks.push(tokio::spawn(async move {
             let mut hist = stats::histogram();
-            let (mut ok, mut errors, mut first_error) = (0u64, 0u64, None::<String>);
+            let (mut errors, mut first_error) = (0u64, None::<String>);
             let mut failed = false;
             for i in 0..warmup + msgs {
                 if i == warmup {
@@ -114,7 +129,6 @@ pub async fn round_trips(
                 match error {
                     None if i >= warmup => {
                         stats::record(&mut hist, sent.elapsed().as_micros() as u64);
-                        ok += 1;
                     }
                     None => {}
                     Some(e) => {
@@ -127,31 +141,26 @@ pub async fn round_trips(
                 barrier.wait().await;
             }
             let _ = ws.close(None).await;
-            (hist, ok, errors, first_error)
+            (hist, errors, first_error)
         }));
     }
     barrier.wait().await;
     let start = Instant::now();
     let mut all = stats::histogram();
-    let (mut ok, mut errors, mut first_error) = (0u64, 0u64, None);
+    let (mut errors, mut first_error) = (0u64, None);
     for task in tasks {
-        let (hist, n, e, fe) = task.await?;
+        let (hist, e, fe) = task.await?;
         let _ = all.add(&hist);
-        ok += n;
         errors += e;
         first_error = first_error.or(fe);
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    Ok(json!({
-        "connections": conns,
-        "messages": ok,
-        "errors": errors,
-        "first_error": first_error,
-        "timed_out": Instant::now() > deadline,
-        "elapsed_s": stats::round2(elapsed),
-        "messages_per_s": stats::rate(ok, elapsed),
-        "latency": stats::summary(&all),
-    }))
+    Ok(Sample {
+        hist: all,
+        errors,
+        first_error,
+        elapsed: start.elapsed().as_secs_f64(),
+        timed_out: Instant::now() > deadline,
+    })
 }
 
 /// Sends `count` broadcasts (plus one untimed warm-up, kind 0) of a stamped payload to
@@ -175,7 +184,11 @@ pub async fn broadcasts(
         let body = stats::stamp(b as u32, pad);
         let sent = Instant::now();
         let (status, answer) = http
-            .request(hyper::Method::POST, &format!("/@groups/{group}"), Bytes::from(body))
+            .request(
+                hyper::Method::POST,
+                &format!("/@groups/{group}"),
+                Bytes::from(body),
+            )
             .await?;
         let post_us = sent.elapsed().as_micros() as u64;
         if status != 202 {
