@@ -58,206 +58,214 @@ enum Ending {
 }
 
 /// Runs a connection until it closes, then cleans up.
-pub async fn run(
+///
+/// A plain `fn` returning an `async move` block rather than an `async fn`: an `async fn`
+/// keeps its arguments twice in the future (as captured values and as moved locals), and
+/// this future lives as long as the connection (measured: `-Zprint-type-sizes`).
+pub fn run(
     state: Arc<AppState>,
     api: Arc<Api>,
     shared: Arc<ConnShared>,
-    mut ws: Ws,
-    mut limits: ConnLimits,
-) {
-    let started = Instant::now();
-    let mut last_activity = started;
-    let idle = api.idle_timeout();
-    let lifetime_end = started + api.max_lifetime();
-    let ping_interval = api.ping_interval();
-    let mut next_ping = ping_interval.map(|p| started + p);
-    let mut awaiting_pong = false;
-    let deadline = |last_activity: Instant, next_ping: Option<Instant>| {
-        let d = (last_activity + idle).min(lifetime_end);
-        next_ping.map_or(d, |p| d.min(p))
-    };
-    let timer = sleep_until(deadline(last_activity, next_ping));
-    tokio::pin!(timer);
-    let mut inflight: JoinSet<Option<Message>> = JoinSet::new();
-    let max_inflight = api.client.max_inflight_per_connection;
-    let write_grace = Duration::from_millis(api.client.slow_consumer_grace_ms);
-    // At `limits.max_inflight_per_node` a call waits here and reading pauses, as at the
-    // per-connection cap.
-    let mut calls = limits.limits().call_gate();
+    ws: Ws,
+    limits: ConnLimits,
+) -> impl Future<Output = ()> + Send {
+    let (mut ws, mut limits) = (ws, limits);
+    async move {
+        let started = Instant::now();
+        let mut last_activity = started;
+        let idle = api.idle_timeout();
+        let lifetime_end = started + api.max_lifetime();
+        let ping_interval = api.ping_interval();
+        let mut next_ping = ping_interval.map(|p| started + p);
+        let mut awaiting_pong = false;
+        let deadline = |last_activity: Instant, next_ping: Option<Instant>| {
+            let d = (last_activity + idle).min(lifetime_end);
+            next_ping.map_or(d, |p| d.min(p))
+        };
+        let timer = sleep_until(deadline(last_activity, next_ping));
+        tokio::pin!(timer);
+        let mut inflight: JoinSet<Option<Message>> = JoinSet::new();
+        let max_inflight = api.client.max_inflight_per_connection;
+        let write_grace = Duration::from_millis(api.client.slow_consumer_grace_ms);
+        // At `limits.max_inflight_per_node` a call waits here and reading pauses, as at the
+        // per-connection cap.
+        let mut calls = limits.limits().call_gate();
 
-    let ending = loop {
-        tokio::select! {
-            biased;
-            _ = shared.cancel.cancelled() => break requested_close(&shared),
-            _ = shared.outbox.ready() => {
-                if shared.outbox.is_empty() {
-                    continue;
+        let ending = loop {
+            tokio::select! {
+                biased;
+                _ = shared.cancel.cancelled() => break requested_close(&shared),
+                _ = shared.outbox.ready() => {
+                    if shared.outbox.is_empty() {
+                        continue;
+                    }
+                    last_activity = Instant::now();
+                    if let Some(end) = bounded(&shared, write_grace, write_queued(&mut ws, &shared)).await {
+                        break end;
+                    }
                 }
-                last_activity = Instant::now();
-                if let Some(end) = bounded(&shared, write_grace, write_queued(&mut ws, &shared)).await {
-                    break end;
+                Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                    if let Ok(Some(reply)) = done {
+                        last_activity = Instant::now();
+                        shared.touch(now_ms() as u64);
+                        if let Some(end) = bounded(&shared, write_grace, ws.send(reply)).await {
+                            break end;
+                        }
+                    }
                 }
-            }
-            Some(done) = inflight.join_next(), if !inflight.is_empty() => {
-                if let Ok(Some(reply)) = done {
+                call = calls.ready(), if calls.is_parked() => {
+                    inflight.spawn(call);
+                }
+                frame = ws.next(), if inflight.len() < max_inflight && !calls.is_parked() => {
+                    awaiting_pong = false;
+                    let message = match frame {
+                        None => break Ending::Dropped(Close::abnormal("Connection closed abnormally")),
+                        Some(Err(error)) => match Close::for_error(&error) {
+                            Ok(close) => break Ending::ServerCloses(close),
+                            Err(dropped) => break Ending::Dropped(dropped),
+                        },
+                        Some(Ok(message)) => message,
+                    };
+                    let (body, is_base64) = match message {
+                        Message::Text(text) => (text, false),
+                        Message::Binary(data) => match api.client.binary_frames {
+                            BinaryFrames::Reject => break Ending::ServerCloses(Close::unsupported_binary()),
+                            BinaryFrames::Base64 => (STANDARD.encode(&data).into(), true),
+                        },
+                        Message::Ping(_) | Message::Pong(_) => {
+                            if api.client.pings_count_as_activity {
+                                last_activity = Instant::now();
+                                shared.touch(now_ms() as u64);
+                            }
+                            continue;
+                        }
+                        Message::Close(frame) => break Ending::ClientClosed(frame),
+                        Message::Frame(_) => continue,
+                    };
                     last_activity = Instant::now();
                     shared.touch(now_ms() as u64);
-                    if let Some(end) = bounded(&shared, write_grace, ws.send(reply)).await {
-                        break end;
-                    }
-                }
-            }
-            call = calls.ready(), if calls.is_parked() => {
-                inflight.spawn(call);
-            }
-            frame = ws.next(), if inflight.len() < max_inflight && !calls.is_parked() => {
-                awaiting_pong = false;
-                let message = match frame {
-                    None => break Ending::Dropped(Close::abnormal("Connection closed abnormally")),
-                    Some(Err(error)) => match Close::for_error(&error) {
-                        Ok(close) => break Ending::ServerCloses(close),
-                        Err(dropped) => break Ending::Dropped(dropped),
-                    },
-                    Some(Ok(message)) => message,
-                };
-                let (body, is_base64) = match message {
-                    Message::Text(text) => (text, false),
-                    Message::Binary(data) => match api.client.binary_frames {
-                        BinaryFrames::Reject => break Ending::ServerCloses(Close::unsupported_binary()),
-                        BinaryFrames::Base64 => (STANDARD.encode(&data).into(), true),
-                    },
-                    Message::Ping(_) | Message::Pong(_) => {
-                        if api.client.pings_count_as_activity {
-                            last_activity = Instant::now();
-                            shared.touch(now_ms() as u64);
-                        }
-                        continue;
-                    }
-                    Message::Close(frame) => break Ending::ClientClosed(frame),
-                    Message::Frame(_) => continue,
-                };
-                last_activity = Instant::now();
-                shared.touch(now_ms() as u64);
-                // Routes come from the current API, so a reload applies to the next message.
-                let current = state.api();
-                let selection = if is_base64 {
-                    current.routes.fallback()
-                } else {
-                    current.routes.select(&body, api.client.max_json_depth)
-                };
-                let request_id = request_id();
-                let route_key = match &selection {
-                    Selection::Route(route) => Some(&*route.key),
-                    _ => None,
-                };
-                match limits.check_message(route_key) {
-                    Verdict::Pass => {}
-                    Verdict::Throttled => {
-                        debug!(%request_id, "throttled: Too Many Requests");
-                        let frame = error_frame("Too Many Requests", &shared.info.id_text, &request_id);
-                        if let Some(end) = bounded(&shared, write_grace, ws.send(frame)).await {
-                            break end;
-                        }
-                        continue;
-                    }
-                    Verdict::Abusive => {
-                        info!(%request_id, "kept sending while throttled: closing with 1008");
-                        break Ending::ServerCloses(Close::new(1008, "Too many requests"));
-                    }
-                }
-                let stage = &shared.info.stage;
-                match selection {
-                    Selection::Route(route) => {
-                        if let Some(m) = route.metrics(stage) {
-                            m.message_in();
-                        }
-                        let call = call_route(state.clone(), current.clone(), shared.clone(), route.clone(), Bytes::from(body), is_base64, request_id);
-                        if route.integration.is_mock() {
-                            // A mock does no I/O: answer inline, without a task or a call slot.
-                            if let Some(reply) = call.await
-                                && let Some(end) = bounded(&shared, write_grace, ws.send(reply)).await
-                            {
+                    // Routes come from the current API, so a reload applies to the next message.
+                    let current = state.api();
+                    let selection = if is_base64 {
+                        current.routes.fallback()
+                    } else {
+                        current.routes.select(&body, api.client.max_json_depth)
+                    };
+                    let request_id = request_id();
+                    let route_key = match &selection {
+                        Selection::Route(route) => Some(&*route.key),
+                        _ => None,
+                    };
+                    match limits.check_message(route_key) {
+                        Verdict::Pass => {}
+                        Verdict::Throttled => {
+                            debug!(%request_id, "throttled: Too Many Requests");
+                            let frame = error_frame("Too Many Requests", &shared.info.id_text, &request_id);
+                            if let Some(end) = bounded(&shared, write_grace, ws.send(frame)).await {
                                 break end;
                             }
-                        } else {
-                            calls.start(&mut inflight, call.in_current_span());
+                            continue;
+                        }
+                        Verdict::Abusive => {
+                            info!(%request_id, "kept sending while throttled: closing with 1008");
+                            break Ending::ServerCloses(Close::new(1008, "Too many requests"));
                         }
                     }
-                    Selection::NoRoute => {
-                        metrics::client_error(stage, keys::DEFAULT, "no_route");
-                        log_refused(&state, &current, &shared, &request_id, 403, "Forbidden");
-                        info!(%request_id, "no route matched and no $default: Forbidden");
-                        let frame = error_frame("Forbidden", &shared.info.id_text, &request_id);
-                        if let Some(end) = bounded(&shared, write_grace, ws.send(frame)).await {
+                    let stage = &shared.info.stage;
+                    match selection {
+                        Selection::Route(route) => {
+                            if let Some(m) = route.metrics(stage) {
+                                m.message_in();
+                            }
+                            let call = call_route(state.clone(), current.clone(), shared.clone(), route.clone(), Bytes::from(body), is_base64, request_id);
+                            if route.integration.is_mock() {
+                                // A mock does no I/O: answer inline, without a task or a call slot.
+                                // Boxed, so its state is not part of every idle session's future.
+                                if let Some(reply) = Box::pin(call).await
+                                    && let Some(end) = bounded(&shared, write_grace, ws.send(reply)).await
+                                {
+                                    break end;
+                                }
+                            } else {
+                                calls.start(&mut inflight, call.in_current_span());
+                            }
+                        }
+                        Selection::NoRoute => {
+                            metrics::client_error(stage, keys::DEFAULT, "no_route");
+                            log_refused(&state, &current, &shared, &request_id, 403, "Forbidden");
+                            info!(%request_id, "no route matched and no $default: Forbidden");
+                            let frame = error_frame("Forbidden", &shared.info.id_text, &request_id);
+                            if let Some(end) = bounded(&shared, write_grace, ws.send(frame)).await {
+                                break end;
+                            }
+                        }
+                        Selection::TooDeep => {
+                            metrics::client_error(stage, keys::DEFAULT, "too_deep");
+                            log_refused(&state, &current, &shared, &request_id, 400, "Bad request body");
+                            info!(%request_id, "message nests too deeply: Bad request body");
+                            let frame = format!(
+                                r#"{{"message" : "Bad request body", "connectionId": "{}", "messageId": "{}"}}"#,
+                                shared.info.id_text,
+                                crate::connections::id::request_id()
+                            );
+                            if let Some(end) = bounded(&shared, write_grace, ws.send(Message::text(frame))).await {
+                                break end;
+                            }
+                        }
+                    }
+                }
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if now >= lifetime_end || now >= last_activity + idle {
+                        break Ending::ServerCloses(Close::going_away());
+                    }
+                    if let Some(at) = next_ping.filter(|at| now >= *at) {
+                        if awaiting_pong {
+                            break Ending::Dropped(Close::abnormal("Ping timeout"));
+                        }
+                        awaiting_pong = true;
+                        next_ping = ping_interval.map(|p| at + p);
+                        if let Some(end) = bounded(&shared, write_grace, ws.send(Message::Ping(Bytes::new()))).await {
                             break end;
                         }
                     }
-                    Selection::TooDeep => {
-                        metrics::client_error(stage, keys::DEFAULT, "too_deep");
-                        log_refused(&state, &current, &shared, &request_id, 400, "Bad request body");
-                        info!(%request_id, "message nests too deeply: Bad request body");
-                        let frame = format!(
-                            r#"{{"message" : "Bad request body", "connectionId": "{}", "messageId": "{}"}}"#,
-                            shared.info.id_text,
-                            crate::connections::id::request_id()
-                        );
-                        if let Some(end) = bounded(&shared, write_grace, ws.send(Message::text(frame))).await {
-                            break end;
-                        }
-                    }
+                    timer.as_mut().reset(deadline(last_activity, next_ping));
                 }
             }
-            _ = &mut timer => {
-                let now = Instant::now();
-                if now >= lifetime_end || now >= last_activity + idle {
-                    break Ending::ServerCloses(Close::going_away());
-                }
-                if let Some(at) = next_ping.filter(|at| now >= *at) {
-                    if awaiting_pong {
-                        break Ending::Dropped(Close::abnormal("Ping timeout"));
-                    }
-                    awaiting_pong = true;
-                    next_ping = ping_interval.map(|p| at + p);
-                    if let Some(end) = bounded(&shared, write_grace, ws.send(Message::Ping(Bytes::new()))).await {
-                        break end;
-                    }
-                }
-                timer.as_mut().reset(deadline(last_activity, next_ping));
-            }
-        }
-    };
+        };
 
-    // Calls still in flight finish on their own; their answers have nowhere to go.
-    inflight.detach_all();
-    let close = match ending {
-        Ending::ClientClosed(frame) => {
-            // tungstenite queued the echo of the client's close; push it out.
-            let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, ws.flush()).await;
-            match frame {
-                Some(f) => Close::new(u16::from(f.code), f.reason.as_str()),
-                None => Close::no_status(),
+        // Calls still in flight finish on their own; their answers have nowhere to go.
+        inflight.detach_all();
+        let close = match ending {
+            Ending::ClientClosed(frame) => {
+                // tungstenite queued the echo of the client's close; push it out.
+                let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, ws.flush()).await;
+                match frame {
+                    Some(f) => Close::new(u16::from(f.code), f.reason.as_str()),
+                    None => Close::no_status(),
+                }
             }
-        }
-        Ending::ServerCloses(close) => {
-            let frame = CloseFrame {
-                code: CloseCode::from(close.code),
-                reason: close.reason.clone().into(),
-            };
-            let goodbye = async {
-                ws.send(Message::Close(Some(frame))).await?;
-                // Wait for the client's close reply (or anything else ending the stream).
-                while let Some(Ok(_)) = ws.next().await {}
-                Ok::<_, tokio_tungstenite::tungstenite::Error>(())
-            };
-            let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, goodbye).await;
-            close
-        }
-        Ending::Dropped(close) => close,
-    };
-    drop(ws);
-    // The socket is closed: free the connection's `max_connections` slot.
-    drop(limits);
-    finish(&state, &state.api(), &shared, close).await;
+            Ending::ServerCloses(close) => {
+                let frame = CloseFrame {
+                    code: CloseCode::from(close.code),
+                    reason: close.reason.clone().into(),
+                };
+                let goodbye = async {
+                    ws.send(Message::Close(Some(frame))).await?;
+                    // Wait for the client's close reply (or anything else ending the stream).
+                    while let Some(Ok(_)) = ws.next().await {}
+                    Ok::<_, tokio_tungstenite::tungstenite::Error>(())
+                };
+                let _ = tokio::time::timeout(CLOSE_REPLY_WAIT, goodbye).await;
+                close
+            }
+            Ending::Dropped(close) => close,
+        };
+        drop(ws);
+        // The socket is closed: free the connection's `max_connections` slot.
+        drop(limits);
+        finish(&state, &state.api(), &shared, close).await;
+    }
 }
 
 /// The close someone asked for (DELETE), or 1001 when the node is shutting down.
@@ -277,15 +285,26 @@ async fn bounded(
     grace: Duration,
     write: impl Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>>,
 ) -> Option<Ending> {
+    let failed = |error: tokio_tungstenite::tungstenite::Error| {
+        debug!(%error, "write failed");
+        Some(Ending::Dropped(Close::abnormal(
+            "Connection closed abnormally",
+        )))
+    };
+    let mut write = std::pin::pin!(write);
+    // Most writes complete at once (the socket has room): then no grace timer is armed
+    // and no cancellation wait registered — a timer per write is measurable on the hot path.
+    match futures_util::FutureExt::now_or_never(write.as_mut()) {
+        Some(Ok(())) => return None,
+        Some(Err(error)) => return failed(error),
+        None => {}
+    }
     tokio::select! {
         biased;
         _ = shared.cancel.cancelled() => Some(requested_close(shared)),
         result = tokio::time::timeout(grace, write) => match result {
             Ok(Ok(())) => None,
-            Ok(Err(error)) => {
-                debug!(%error, "write failed");
-                Some(Ending::Dropped(Close::abnormal("Connection closed abnormally")))
-            }
+            Ok(Err(error)) => failed(error),
             Err(_) => {
                 info!(grace_ms = grace.as_millis() as u64, "slow consumer: closing");
                 metrics::dropped("slow_consumer", 1);
