@@ -142,13 +142,8 @@ impl Cluster {
         if id.node() == self.local.node {
             return Ok(self.local.post(id, message)?);
         }
-        match &self.backplane {
-            Backplane::Memory(_) => Err(DeliveryError::Gone),
-            Backplane::Redis(r) => {
-                let payload = wire::Payload::of(&message).ok_or(DeliveryError::Unavailable)?;
-                r.request(id, wire::Op::Post { payload }).await.map(drop)
-            }
-        }
+        let payload = wire::Payload::of(&message).ok_or(DeliveryError::Unavailable)?;
+        self.remote(id, wire::Op::Post { payload }).await.map(drop)
     }
 
     /// Describes a connection anywhere in the cluster.
@@ -156,16 +151,11 @@ impl Cluster {
         if id.node() == self.local.node {
             return self.local.describe(id).ok_or(DeliveryError::Gone);
         }
-        match &self.backplane {
-            Backplane::Memory(_) => Err(DeliveryError::Gone),
-            Backplane::Redis(r) => {
-                let body = r
-                    .request(id, wire::Op::Get)
-                    .await?
-                    .ok_or(DeliveryError::Unavailable)?;
-                serde_json::from_str(&body).map_err(|_| DeliveryError::Unavailable)
-            }
-        }
+        let body = self
+            .remote(id, wire::Op::Get)
+            .await?
+            .ok_or(DeliveryError::Unavailable)?;
+        serde_json::from_str(&body).map_err(|_| DeliveryError::Unavailable)
     }
 
     /// Closes a connection anywhere in the cluster.
@@ -177,19 +167,11 @@ impl Cluster {
             };
             return Ok(self.local.close(id, request)?);
         }
-        match &self.backplane {
-            Backplane::Memory(_) => Err(DeliveryError::Gone),
-            Backplane::Redis(r) => r
-                .request(
-                    id,
-                    wire::Op::Delete {
-                        code: close.code,
-                        reason: close.reason,
-                    },
-                )
-                .await
-                .map(drop),
-        }
+        let op = wire::Op::Delete {
+            code: close.code,
+            reason: close.reason,
+        };
+        self.remote(id, op).await.map(drop)
     }
 
     /// Adds a connection anywhere in the cluster to a group.
@@ -200,18 +182,8 @@ impl Cluster {
             }
             return Ok(());
         }
-        match &self.backplane {
-            Backplane::Memory(_) => Err(DeliveryError::Gone),
-            Backplane::Redis(r) => r
-                .request(
-                    id,
-                    wire::Op::Join {
-                        group: group.as_str().into(),
-                    },
-                )
-                .await
-                .map(drop),
-        }
+        let group = group.as_str().into();
+        self.remote(id, wire::Op::Join { group }).await.map(drop)
     }
 
     /// Removes a connection anywhere in the cluster from a group.
@@ -222,17 +194,41 @@ impl Cluster {
             }
             return Ok(());
         }
+        let group = group.as_str().into();
+        self.remote(id, wire::Op::Leave { group }).await.map(drop)
+    }
+
+    /// Joins and leaves the groups named in an integration answer; an invalid name is
+    /// logged and skipped, and a failure affects only that group.
+    pub async fn change_groups(&self, id: &ConnectionId, join: &[String], leave: &[String]) {
+        for (names, joining) in [(join, true), (leave, false)] {
+            for name in names {
+                let Some(group) = GroupName::parse(name) else {
+                    tracing::warn!(group = %name, "integration named an invalid group; ignored");
+                    continue;
+                };
+                let result = if joining {
+                    self.join(&group, id).await
+                } else {
+                    self.leave(&group, id).await
+                };
+                if let Err(error) = result {
+                    tracing::debug!(group = %name, %error, "group change from an integration answer failed");
+                }
+            }
+        }
+    }
+
+    /// Runs `op` on the node that owns `id`, which is not this one: in memory there is no
+    /// other node, so the connection is gone.
+    async fn remote(
+        &self,
+        id: &ConnectionId,
+        op: wire::Op,
+    ) -> Result<Option<String>, DeliveryError> {
         match &self.backplane {
             Backplane::Memory(_) => Err(DeliveryError::Gone),
-            Backplane::Redis(r) => r
-                .request(
-                    id,
-                    wire::Op::Leave {
-                        group: group.as_str().into(),
-                    },
-                )
-                .await
-                .map(drop),
+            Backplane::Redis(r) => r.request(id, op).await,
         }
     }
 

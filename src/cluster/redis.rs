@@ -39,7 +39,7 @@ use super::local::Local;
 use super::wire::{Op, Payload, Wire};
 use super::{ConnectionRecord, DeliveryError, GroupName, Page};
 use crate::config::ClusterSettings;
-use crate::connections::{CloseRequest, ConnShared, ConnectionId, SendError};
+use crate::connections::{CloseRequest, ConnShared, ConnectionId, SendError, now_ms};
 use crate::telemetry::metrics;
 
 /// Called for each connection of a node found dead.
@@ -798,10 +798,4 @@ fn decode_cursor(cursor: &str) -> Option<(String, String)> {
     let text = String::from_utf8(bytes).ok()?;
     let (scope, last) = text.split_once('\t')?;
     Some((scope.to_owned(), last.to_owned()))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -46,6 +46,13 @@ pub struct ConnInfo {
     pub authorizer: Option<Arc<crate::auth::AuthorizerContext>>,
 }
 
+/// Milliseconds since the epoch: the clock of `connectedAt`, `lastActiveAt` and events.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// A close the gateway was asked to perform (by DELETE, or by policy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseRequest {

@@ -21,14 +21,13 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
-use tracing::{Instrument as _, debug, info, info_span, warn};
+use tracing::{Instrument as _, info, info_span, warn};
 
 use super::close::Close;
 use super::session;
 use crate::app::AppState;
-use crate::cluster::GroupName;
 use crate::connections::id::request_id;
-use crate::connections::{ConnHandle, ConnInfo, ConnShared, ConnectionId};
+use crate::connections::{ConnHandle, ConnInfo, ConnShared, ConnectionId, now_ms};
 use crate::integrations::event::EventType;
 use crate::integrations::event::{Event, EventDetail};
 use crate::integrations::proxy_response::GroupChanges;
@@ -226,7 +225,10 @@ async fn accept_or_reject(
         .insert(ConnHandle::new(shared.clone()));
     state.cluster.connected(&shared);
     metrics::connection_opened();
-    apply_group_changes(state, &shared.info.id, &connect_groups).await;
+    state
+        .cluster
+        .change_groups(&shared.info.id, &connect_groups.join, &connect_groups.leave)
+        .await;
     info!(parent: &span, stage = %shared.info.stage, "connected");
 
     let upgrade = hyper::upgrade::on(&mut request);
@@ -277,27 +279,6 @@ async fn accept_or_reject(
         .instrument(session_span),
     );
     Ok(response)
-}
-
-/// Joins and leaves the groups an integration answer named (invalid names are logged and
-/// skipped).
-pub async fn apply_group_changes(state: &AppState, id: &ConnectionId, changes: &GroupChanges) {
-    for (names, join) in [(&changes.join, true), (&changes.leave, false)] {
-        for name in names {
-            let Some(group) = GroupName::parse(name) else {
-                warn!(group = %name, "integration named an invalid group; ignored");
-                continue;
-            };
-            let result = if join {
-                state.cluster.join(&group, id).await
-            } else {
-                state.cluster.leave(&group, id).await
-            };
-            if let Err(error) = result {
-                debug!(group = %name, %error, "group change from an integration answer failed");
-            }
-        }
-    }
 }
 
 /// Checks the upgrade headers; returns the `Sec-WebSocket-Key`.
@@ -450,13 +431,6 @@ impl Rejection {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         response
     }
-}
-
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

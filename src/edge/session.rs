@@ -27,12 +27,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, info, warn};
 
 use super::close::Close;
-use super::handshake::{apply_group_changes, now_ms};
 use crate::api::Api;
 use crate::app::AppState;
 use crate::config::BinaryFrames;
 use crate::connections::ConnShared;
 use crate::connections::id::request_id;
+use crate::connections::now_ms;
 use crate::integrations::event::EventType;
 use crate::integrations::event::{Event, EventDetail};
 use crate::routing::{Route, Selection, keys};
@@ -392,7 +392,11 @@ async fn call_route(
                 m.integration_answer(response.status, latency_ms);
             }
             if !response.groups.is_empty() {
-                apply_group_changes(&state, &shared.info.id, &response.groups).await;
+                let groups = &response.groups;
+                state
+                    .cluster
+                    .change_groups(&shared.info.id, &groups.join, &groups.leave)
+                    .await;
             }
             if !route.two_way {
                 return None;
