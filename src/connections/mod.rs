@@ -141,11 +141,6 @@ impl Outbox {
         self.state().frames.is_empty()
     }
 
-    /// Payload bytes waiting.
-    pub fn bytes(&self) -> usize {
-        self.state().bytes
-    }
-
     /// Resolves when a frame may be waiting (spurious wake-ups are possible).
     pub async fn ready(&self) {
         self.ready.notified().await;
