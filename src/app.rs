@@ -1,9 +1,10 @@
 //! The application: shared state, and `run`, which serves both listeners until the node
 //! stops (see [`crate::lifecycle`] for draining and reloading).
 //!
-//! One shutdown tree: `run` owns a root [`CancellationToken`]; every connection and
-//! background task gets a child token and is spawned through the one [`TaskTracker`], so
-//! `run` can wait for all of them within the grace period.
+//! One shutdown: `run` owns a root [`CancellationToken`] that background tasks watch, and
+//! on shutdown asks every connection to close (1001); connections and background tasks
+//! are spawned through the one [`TaskTracker`], so `run` can wait for all of them within
+//! the grace period.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +22,7 @@ use crate::cluster::memory::MemoryBackplane;
 use crate::cluster::redis::RedisBackplane;
 use crate::cluster::{Backplane, Cluster, ConnectionRecord};
 use crate::config::{ConfigError, Settings};
-use crate::connections::{ConnInfo, ConnShared, ConnectionId, NodeTag};
+use crate::connections::{CloseRequest, ConnInfo, ConnShared, ConnectionId, NodeTag};
 use crate::edge::close::Close;
 use crate::integrations::http::{HttpClient, build_client};
 use crate::lifecycle::{self, Control, StopReason};
@@ -158,7 +159,7 @@ fn shared_from_record(record: &ConnectionRecord) -> Option<ConnShared> {
         domain_name: record.domain_name.clone(),
         authorizer: record.authorizer.clone().map(Arc::new),
     };
-    Some(ConnShared::new(info, CancellationToken::new(), 0, 0))
+    Some(ConnShared::new(info, 0, 0))
 }
 
 /// The two bound listeners.
@@ -211,6 +212,11 @@ pub async fn run(
     let period = Duration::from_secs(state.settings().server.drain_period_secs);
     lifecycle::drain(&state, reason, period).await;
     shutdown.cancel();
+    state
+        .cluster
+        .local
+        .registry
+        .close_all(&CloseRequest::going_away());
     let _ = client.await;
     state.tracker.close();
     let grace = Duration::from_secs(state.settings().server.shutdown_grace_secs);

@@ -239,7 +239,10 @@ pub fn draw_all(results: &Value, dir: &Path) -> Result<Vec<(String, String)>, St
                 ("POST to 200".into(), &s["gateway"]["post_latency"]),
                 ("delivery".into(), &s["gateway"]["delivery_latency"]),
             ],
-            "fanout" => vec![("delivery".into(), &s["gateway"]["delivery_latency"])],
+            "fanout" => vec![
+                ("baseline".into(), &s["baseline"]["delivery_latency"]),
+                ("gateway".into(), &s["gateway"]["delivery_latency"]),
+            ],
             "cluster" => vec![
                 (
                     "cross-node POST (from schedule)".into(),

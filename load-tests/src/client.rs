@@ -134,8 +134,25 @@ pub async fn whoami(ws: &mut Ws) -> Result<String> {
         .ok_or_else(|| anyhow!("whoami answered {reply}"))
 }
 
-/// Connects `n` clients (at most `concurrency` handshakes at once), each asking whoami;
-/// returns them in order with their ids.
+/// Connects `n` clients to `path` (at most `concurrency` handshakes at once); returns
+/// them in order.
+pub async fn connect_many(
+    addr: SocketAddr,
+    path: &str,
+    n: usize,
+    concurrency: usize,
+    sources: &SourceAddrs,
+) -> Result<Vec<Ws>> {
+    let results: Vec<Result<Ws>> = futures_util::stream::iter(0..n)
+        .map(|_| ws_connect(addr, path, sources.next()))
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Connects `n` clients to the gateway's `/prod` (at most `concurrency` handshakes at
+/// once), each asking whoami; returns them in order with their ids.
 pub async fn connect_members(
     addr: SocketAddr,
     n: usize,
@@ -272,17 +289,25 @@ pub fn spawn_readers(
     deliveries: &std::sync::Arc<crate::stats::Deliveries>,
 ) -> tokio::task::JoinSet<()> {
     let mut set = tokio::task::JoinSet::new();
-    for (i, mut ws) in clients.into_iter().enumerate() {
-        let deliveries = deliveries.clone();
-        set.spawn(async move {
-            while let Some(Ok(frame)) = ws.next().await {
-                if let Message::Text(text) = frame {
-                    deliveries.received(i, text.as_str());
-                }
-            }
-        });
+    for (i, ws) in clients.into_iter().enumerate() {
+        set.spawn(read_into(i, ws, deliveries.clone()));
     }
     set
+}
+
+/// Files every text frame `frames` yields into `deliveries` as reader `i`, until it ends.
+pub async fn read_into<S>(
+    i: usize,
+    mut frames: S,
+    deliveries: std::sync::Arc<crate::stats::Deliveries>,
+) where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    while let Some(Ok(frame)) = frames.next().await {
+        if let Message::Text(text) = frame {
+            deliveries.received(i, text.as_str());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ enum Command {
     Fanout(fanout::Args),
     /// Three nodes and Redis: cross-node POST latency at a fixed rate, and a broadcast.
     Cluster(cluster::Args),
-    /// The bare tokio-tungstenite echo server the ratios are measured against.
+    /// The bare tokio-tungstenite server the ratios are measured against.
     BaselineServer {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -55,6 +55,9 @@ enum Command {
         /// Per-connection read buffer in bytes.
         #[arg(long, default_value_t = 1024)]
         read_buffer: usize,
+        /// Send every message to every connection instead of echoing it.
+        #[arg(long)]
+        broadcast: bool,
     },
     /// The HTTP backend of http-route (answers every request with a proxy response).
     HttpBackend {
@@ -93,7 +96,8 @@ fn main() -> ExitCode {
                 Command::BaselineServer {
                     listen,
                     read_buffer,
-                } => return servers::baseline(listen, *read_buffer).await,
+                    broadcast,
+                } => return servers::baseline(listen, *read_buffer, *broadcast).await,
                 Command::HttpBackend { listen } => return servers::http_backend(listen).await,
                 Command::IdleWorker(a) => return idle::worker(a).await,
                 Command::RunAll(a) => return run_all::run(a).await,

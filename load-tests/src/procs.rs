@@ -131,6 +131,26 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
 }
 
+/// CPU time a process has used so far, in microseconds: the sum over its threads of the
+/// run time in `/proc/<pid>/task/<tid>/schedstat` (nanoseconds, unlike the clock ticks of
+/// `/proc/<pid>/stat`). Threads that already exited are not counted.
+pub fn cpu_us(pid: u32) -> Result<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("reading /proc/{pid}/task"))?;
+    let mut ns = 0u64;
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue; // the thread ended meanwhile
+        };
+        ns += text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(ns / 1000)
+}
+
 /// Sends SIGTERM (through kill(1): no unsafe code here) and waits up to `grace`; then SIGKILL.
 fn terminate(child: &mut Child, grace: Duration) {
     if matches!(child.try_wait(), Ok(Some(_))) {

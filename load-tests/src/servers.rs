@@ -1,7 +1,8 @@
-//! The two servers loadgen runs as its own child processes: the bare baseline echo server
+//! The two servers loadgen runs as its own child processes: the bare baseline server
 //! (tokio-tungstenite, one task per connection, no routing and no registry, 1 KiB read
-//! buffer, unbuffered writes) that every ratio target is measured against, and the local
-//! HTTP backend the `http-route` scenario calls through the gateway and directly.
+//! buffer, unbuffered writes) that every ratio target is measured against — an echo server,
+//! or with `--broadcast` a chat room that sends every message to every connection — and the
+//! local HTTP backend the `http-route` scenario calls through the gateway and directly.
 
 use std::convert::Infallible;
 use std::io::Write as _;
@@ -13,7 +14,10 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// What the backend answers every request with: a Lambda-proxy response whose body the
@@ -31,9 +35,11 @@ fn announce(listener: &TcpListener) -> Result<()> {
     Ok(())
 }
 
-/// Runs the baseline echo server on `listen` until killed: every text or binary message is
-/// sent back as it came.
-pub async fn baseline(listen: &str, read_buffer: usize) -> Result<()> {
+/// Runs the baseline server on `listen` until killed. Without `broadcast` every text or
+/// binary message is sent back as it came; with it, every such message is sent to every
+/// connection (the sender too) through one `tokio::sync::broadcast` channel, the idiomatic
+/// tokio chat room: one shared message, one wake-up and one write per connection.
+pub async fn baseline(listen: &str, read_buffer: usize, broadcast: bool) -> Result<()> {
     let listener = TcpListener::bind(listen).await?;
     announce(&listener)?;
     let config = WebSocketConfig::default()
@@ -41,6 +47,7 @@ pub async fn baseline(listen: &str, read_buffer: usize) -> Result<()> {
         .write_buffer_size(0)
         .max_frame_size(Some(32 << 10))
         .max_message_size(Some(128 << 10));
+    let hub = broadcast.then(|| broadcast::channel::<Message>(64).0);
     loop {
         let (tcp, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -50,18 +57,50 @@ pub async fn baseline(listen: &str, read_buffer: usize) -> Result<()> {
                 continue;
             }
         };
+        let hub = hub.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await
+            let Ok(ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(config)).await
             else {
                 return;
             };
-            while let Some(Ok(message)) = ws.next().await {
-                if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
-                    break;
-                }
+            match hub {
+                Some(hub) => relay(ws, hub).await,
+                None => echo(ws).await,
             }
         });
+    }
+}
+
+async fn echo(mut ws: WebSocketStream<TcpStream>) {
+    while let Some(Ok(message)) = ws.next().await {
+        if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn relay(mut ws: WebSocketStream<TcpStream>, hub: broadcast::Sender<Message>) {
+    let mut inbox = hub.subscribe();
+    loop {
+        tokio::select! {
+            incoming = ws.next() => match incoming {
+                Some(Ok(message)) if message.is_text() || message.is_binary() => {
+                    let _ = hub.send(message);
+                }
+                Some(Ok(_)) => {}
+                _ => break,
+            },
+            outgoing = inbox.recv() => match outgoing {
+                Ok(message) => {
+                    if ws.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+        }
     }
 }
 

@@ -168,6 +168,20 @@ pub fn checks(scenarios: &[Value]) -> Vec<Check> {
             at_least(fan_g, "members", 10_000, "members"),
         ),
         check(
+            "fanout (proposed in place of the two above): ≥ 80% of the baseline broadcast server's deliveries/s",
+            f("fanout", &["ratio_throughput"]),
+            ratio,
+            |v| v >= 0.8,
+            at_least(fan_g, "members", 10_000, "members"),
+        ),
+        check(
+            "fanout (proposed): delivery p99 ≤ 1.5× the baseline's",
+            f("fanout", &["ratio_p99"]),
+            ratio,
+            |v| v <= 1.5,
+            at_least(fan_g, "members", 10_000, "members"),
+        ),
+        check(
             "cluster: cross-node POST p99 < 3 ms at 5,000 posts/s",
             f("cluster", &["cross_node_post", "latency", "p99_ms"]),
             msf,
@@ -238,7 +252,7 @@ pub fn markdown(
         md.push('\n');
     }
 
-    md.push_str("## Targets (issue 6)\n\nThroughput targets are ratios to the bare baseline echo server measured in the same run.\n\n| Target | Measured | Result |\n| --- | ---: | --- |\n");
+    md.push_str("## Targets (issue 6)\n\nThroughput targets are ratios to the bare baseline server (echo, or a broadcast room for fanout) measured in the same run. The two \"proposed\" fanout targets replace the issue's absolute ones, which the bare baseline itself does not reach on this machine (see load-tests/README.md, \"Fanout: what bounds it\").\n\n| Target | Measured | Result |\n| --- | ---: | --- |\n");
     let quick = results["quick"] == true;
     for c in checks(scenarios) {
         let verdict = match &c.verdict {

@@ -252,12 +252,16 @@ fn callback_delivers_every_post() {
 #[test]
 fn fanout_reaches_every_member() {
     let v = scenario("fanout", &["--members", "20", "--broadcasts", "2"]);
-    let g = &v["gateway"];
-    assert_eq!(g["expected"], 40, "{v}");
-    assert_eq!(g["delivered"], 40, "{v}");
-    assert_eq!(g["per_broadcast"].as_array().map(Vec::len), Some(2), "{v}");
-    assert!(f(&v, &["gateway", "deliveries_per_s"]) > 0.0);
-    latency_present(&v, &["gateway", "delivery_latency"]);
+    for server in ["baseline", "gateway"] {
+        let s = &v[server];
+        assert_eq!(s["expected"], 40, "{server}: {v}");
+        assert_eq!(s["delivered"], 40, "{server}: {v}");
+        assert_eq!(s["per_broadcast"].as_array().map(Vec::len), Some(2), "{v}");
+        assert!(f(&v, &[server, "deliveries_per_s"]) > 0.0);
+        assert!(f(&v, &[server, "cpu_us_per_delivery", "server"]) > 0.0, "{v}");
+        latency_present(&v, &[server, "delivery_latency"]);
+    }
+    assert!(f(&v, &["ratio_throughput"]) > 0.0, "{v}");
 }
 
 #[test]

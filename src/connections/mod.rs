@@ -2,7 +2,9 @@
 //! node holds.
 //!
 //! A handle is shared metadata, the connection's outbound queue ([`Outbox`]) and a close
-//! request; it never holds the socket (the session task owns that). Every queue is bounded
+//! request; it never holds the socket (the session task owns that). The outbox's wake-up is
+//! the session's only signal from outside: a queued frame or a close request, and both
+//! are checked with atomics, no lock, each time it runs. Every queue is bounded
 //! twice, in messages and in bytes: a send that would cross either bound fails with
 //! [`SendError::Full`] and the caller answers 429. Map guards are never held
 //! across an `.await`: lookups clone the handle out.
@@ -18,7 +20,6 @@ use std::sync::{Arc, OnceLock};
 use dashmap::DashMap;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 
 pub use id::{ConnectionId, NodeTag};
 
@@ -53,13 +54,23 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// A close the gateway was asked to perform (by DELETE, or by policy).
+/// A close the gateway was asked to perform (by DELETE, draining, shutdown or policy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseRequest {
     /// The close code sent to the client and reported to `$disconnect`.
     pub code: u16,
     /// The close reason sent to the client and reported to `$disconnect`.
     pub reason: String,
+}
+
+impl CloseRequest {
+    /// 1001 "Going away": the node is shutting down.
+    pub fn going_away() -> Self {
+        Self {
+            code: 1001,
+            reason: "Going away".to_owned(),
+        }
+    }
 }
 
 /// A connection's outbound queue, bounded in messages and in bytes. It allocates nothing
@@ -70,7 +81,8 @@ pub struct Outbox {
     /// Frames waiting, their payload bytes, and whether the session has ended. A std mutex:
     /// held for a push or a pop, never across an `.await`.
     state: Mutex<OutboxState>,
-    /// Wakes the session when a frame is queued (a stored permit: no wake-up is lost).
+    /// Wakes the session when a frame is queued or a close is requested (a stored permit:
+    /// no wake-up is lost).
     ready: Notify,
     /// Most frames that may wait.
     max_messages: usize,
@@ -146,7 +158,7 @@ impl Outbox {
         self.ready.notified().await;
     }
 
-    /// Asks the session to look at the queue again (more frames than one batch).
+    /// Asks the session to look at the queue and its close request again.
     pub fn wake(&self) {
         self.ready.notify_one();
     }
@@ -171,12 +183,10 @@ pub struct ConnShared {
     pub info: ConnInfo,
     /// Epoch milliseconds of the last data frame in either direction (GET `lastActiveAt`).
     pub last_active_ms: AtomicU64,
-    /// Frames waiting to be written to the client.
+    /// Frames waiting to be written to the client; its wake-up also signals a close request.
     pub outbox: Outbox,
     /// Set once when someone asks the session to close; the first request wins.
     close_request: OnceLock<CloseRequest>,
-    /// Cancelled to make the session close (with `close_request`, or 1001 on shutdown).
-    pub cancel: CancellationToken,
     /// Groups this connection belongs to, so they can be left when it closes. A std mutex:
     /// held only to push, remove or copy, never across an `.await`.
     pub groups: Mutex<Vec<Arc<str>>>,
@@ -185,19 +195,13 @@ pub struct ConnShared {
 impl ConnShared {
     /// New shared state for a connection whose outbound queue holds at most
     /// `queue_messages` frames and `queue_bytes` bytes.
-    pub fn new(
-        info: ConnInfo,
-        cancel: CancellationToken,
-        queue_messages: usize,
-        queue_bytes: usize,
-    ) -> Self {
+    pub fn new(info: ConnInfo, queue_messages: usize, queue_bytes: usize) -> Self {
         let now = info.connected_at_ms as u64;
         Self {
             info,
             last_active_ms: AtomicU64::new(now),
             outbox: Outbox::new(queue_messages, queue_bytes),
             close_request: OnceLock::new(),
-            cancel,
             groups: Mutex::new(Vec::new()),
         }
     }
@@ -205,10 +209,10 @@ impl ConnShared {
     /// Asks the session to close with `request`; later requests are ignored.
     pub fn request_close(&self, request: CloseRequest) {
         let _ = self.close_request.set(request);
-        self.cancel.cancel();
+        self.outbox.wake();
     }
 
-    /// The close that was requested, if any.
+    /// The close that was requested, if any (an atomic load: cheap on every wake-up).
     pub fn close_request(&self) -> Option<&CloseRequest> {
         self.close_request.get()
     }
@@ -273,7 +277,7 @@ impl Registry {
     pub fn get(&self, id: &ConnectionId) -> Option<ConnHandle> {
         self.connections
             .get(id)
-            .filter(|h| !h.shared.cancel.is_cancelled())
+            .filter(|h| h.shared.close_request().is_none())
             .map(|h| h.clone())
     }
 
@@ -296,6 +300,11 @@ impl Registry {
     /// read guard is held while it runs.
     pub fn for_each(&self, mut f: impl FnMut(&ConnHandle)) {
         self.connections.iter().for_each(|e| f(e.value()));
+    }
+
+    /// Asks every connection to close with `request` (shutdown).
+    pub fn close_all(&self, request: &CloseRequest) {
+        self.for_each(|h| h.shared.request_close(request.clone()));
     }
 
     /// Handles of every connection (cloned out; no guard is kept).

@@ -27,7 +27,7 @@ use super::close::Close;
 use super::session;
 use crate::app::AppState;
 use crate::connections::id::request_id;
-use crate::connections::{ConnHandle, ConnInfo, ConnShared, ConnectionId, now_ms};
+use crate::connections::{CloseRequest, ConnHandle, ConnInfo, ConnShared, ConnectionId, now_ms};
 use crate::integrations::event::EventType;
 use crate::integrations::event::{Event, EventDetail};
 use crate::integrations::proxy_response::GroupChanges;
@@ -211,10 +211,8 @@ async fn accept_or_reject(
 
     connect_log(101, connect_latency, None);
     // Register before the 101 leaves, so a POST made as soon as the client sees it is queued.
-    let cancel = state.shutdown.child_token();
     let shared = Arc::new(ConnShared::new(
         info,
-        cancel,
         api.client.outbound_queue_messages,
         api.client.outbound_queue_bytes,
     ));
@@ -223,6 +221,11 @@ async fn accept_or_reject(
         .local
         .registry
         .insert(ConnHandle::new(shared.clone()));
+    if state.shutdown.is_cancelled() {
+        // Shutdown began after this handshake did; it closes the connections it found in
+        // the registry, and this one may have been inserted after it looked.
+        shared.request_close(CloseRequest::going_away());
+    }
     state.cluster.connected(&shared);
     metrics::connection_opened();
     state

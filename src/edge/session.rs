@@ -1,7 +1,8 @@
 //! The session: one task per connection that owns the socket.
 //!
-//! It `select!`s over its cancellation (DELETE, shutdown), its bounded outbound queue,
-//! finished integration calls, inbound frames and one timer (idle, lifetime, ping).
+//! It `select!`s over its bounded outbound queue — whose wake-up also carries close requests
+//! (DELETE, draining, shutdown) — finished integration calls, inbound frames and one timer
+//! (idle, lifetime, ping).
 //! Integration calls run in their own tasks so a slow backend never blocks the read loop;
 //! at `max_inflight_per_connection` the session stops reading until one finishes, and TCP
 //! pushes back on the client. Cleanup — deregistration and `$disconnect` — runs in one
@@ -94,8 +95,10 @@ pub fn run(
         let ending = loop {
             tokio::select! {
                 biased;
-                _ = shared.cancel.cancelled() => break requested_close(&shared),
                 _ = shared.outbox.ready() => {
+                    if shared.close_request().is_some() {
+                        break requested_close(&shared);
+                    }
                     if shared.outbox.is_empty() {
                         continue;
                     }
@@ -268,7 +271,7 @@ pub fn run(
     }
 }
 
-/// The close someone asked for (DELETE), or 1001 when the node is shutting down.
+/// The close someone asked for (DELETE, draining, shutdown).
 fn requested_close(shared: &ConnShared) -> Ending {
     Ending::ServerCloses(
         shared
@@ -293,15 +296,23 @@ async fn bounded(
     };
     let mut write = std::pin::pin!(write);
     // Most writes complete at once (the socket has room): then no grace timer is armed
-    // and no cancellation wait registered — a timer per write is measurable on the hot path.
+    // and no close wait registered — a timer per write is measurable on the hot path.
     match futures_util::FutureExt::now_or_never(write.as_mut()) {
         Some(Ok(())) => return None,
         Some(Err(error)) => return failed(error),
         None => {}
     }
-    tokio::select! {
+    let close_requested = async {
+        loop {
+            shared.outbox.ready().await;
+            if shared.close_request().is_some() {
+                break;
+            }
+        }
+    };
+    let end = tokio::select! {
         biased;
-        _ = shared.cancel.cancelled() => Some(requested_close(shared)),
+        _ = close_requested => Some(requested_close(shared)),
         result = tokio::time::timeout(grace, write) => match result {
             Ok(Ok(())) => None,
             Ok(Err(error)) => failed(error),
@@ -311,7 +322,11 @@ async fn bounded(
                 Some(Ending::ServerCloses(Close::new(1013, "Slow consumer")))
             }
         },
-    }
+    };
+    // The wait above may have taken a wake-up meant for a frame queued meanwhile: hand it
+    // back to the session loop (a spurious wake-up costs it one empty check).
+    shared.outbox.wake();
+    end
 }
 
 /// Writes up to a batch of queued frames, then flushes once. Activity is recorded before

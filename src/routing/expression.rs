@@ -38,12 +38,18 @@ use std::str::FromStr;
 
 use serde_json::Value;
 
+use super::body::Needs;
+
+/// The deepest nesting `serde_json` parses (its recursion limit is 128 levels, the 128th
+/// already refused).
+const PARSER_DEPTH_LIMIT: usize = 127;
+
 /// The only variable namespace supported, written without its leading `$`.
 const BODY_VARIABLE: &str = "request.body";
 
 /// One step of a compiled `JSONPath`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
+pub(super) enum Segment {
     /// Object member lookup (`.key`, `['key']`). Only resolves on objects.
     Key(String),
     /// Array index from the start (`[n]`). Only resolves on arrays.
@@ -74,6 +80,8 @@ pub struct SelectionExpression {
     parts: Box<[Part]>,
     /// True if any part is a `$request.body` variable.
     needs_body: bool,
+    /// What of a body the `$request.body` variables read (parsing keeps only that).
+    needs: Needs,
     /// Total length of the literal parts, used to size the result string.
     literal_len: usize,
 }
@@ -210,6 +218,12 @@ impl SelectionExpression {
         }
 
         let needs_body = parts.iter().any(|p| matches!(p, Part::Body(_)));
+        let mut needs = Needs::default();
+        for part in &parts {
+            if let Part::Body(path) = part {
+                needs.add(path);
+            }
+        }
         let literal_len = parts
             .iter()
             .map(|p| match p {
@@ -221,6 +235,7 @@ impl SelectionExpression {
             source: text.to_owned(),
             parts: parts.into_boxed_slice(),
             needs_body,
+            needs,
             literal_len,
         })
     }
@@ -231,7 +246,8 @@ impl SelectionExpression {
     ///   is not looked at and the (unescaped) text is returned.
     /// * Otherwise the body's `[`/`{` nesting is pre-scanned (outside strings);
     ///   deeper than `max_depth` gives [`Evaluation::TooDeep`]. The body is then
-    ///   parsed as JSON once; if that fails (including `serde_json`'s own
+    ///   parsed as JSON once, keeping only the members the paths read
+    ///   ([`Needs`]); if that fails (including `serde_json`'s own
     ///   recursion limit of 128), or the top level is not an object or array,
     ///   the result is [`Evaluation::NotJson`].
     /// * A path that does not resolve contributes `""`. Keys only resolve on
@@ -253,8 +269,14 @@ impl SelectionExpression {
             if nesting_exceeds(body, max_depth) {
                 return Evaluation::TooDeep;
             }
-            match serde_json::from_str::<Value>(body) {
-                Ok(value @ (Value::Object(_) | Value::Array(_))) => Some(value),
+            // Parsing skips unread members without serde_json's recursion limit; keep that
+            // limit for the whole body, so whether a body is JSON does not depend on the
+            // expression (configurations cap `max_depth` below it, so this rarely scans).
+            if max_depth > PARSER_DEPTH_LIMIT && nesting_exceeds(body, PARSER_DEPTH_LIMIT) {
+                return Evaluation::NotJson;
+            }
+            match self.needs.parse(body) {
+                Some(value @ (Value::Object(_) | Value::Array(_))) => Some(value),
                 _ => return Evaluation::NotJson,
             }
         } else {
@@ -783,6 +805,69 @@ mod tests {
     }
 
     #[test]
+    fn pruned_parse_selects_what_a_full_parse_selects() {
+        // The reference: parse the whole body into a Value, then resolve each path.
+        fn full(expr: &SelectionExpression, body: &str) -> Evaluation {
+            let root = match serde_json::from_str::<Value>(body) {
+                Ok(v @ (Value::Object(_) | Value::Array(_))) => v,
+                _ if expr.needs_body => return Evaluation::NotJson,
+                _ => Value::Null,
+            };
+            let mut out = String::new();
+            for part in &expr.parts {
+                match part {
+                    Part::Literal(text) => out.push_str(text),
+                    Part::Body(path) => {
+                        if let Some(v) = resolve(&root, path) {
+                            stringify(v, &mut out);
+                        }
+                    }
+                }
+            }
+            Evaluation::Value(out)
+        }
+        let expressions = [
+            "$request.body.action",
+            "$request.body",
+            "${request.body.a.b}-${request.body.a}",
+            "$request.body[0]",
+            "$request.body[-1].id",
+            "${request.body.list[1]}/${request.body.list[-2].x}",
+            "$request.body['a b'].c",
+            "static",
+        ];
+        let bodies = [
+            r#"{"action":"echo","pad":"x"}"#,
+            r#"{"action":{"nested":[1,"two",null,{"k":true}]},"x":1}"#,
+            r#"{"a":{"b":3.5e2,"c":[]},"a":{"b":"dup"}}"#,
+            r#"[{"id":1},{"id":"z"},7]"#,
+            r#"[]"#,
+            r#"{"list":[0,{"x":"y"},2,3],"a b":{"c":"spaced"}}"#,
+            r#"{"a b":{"c":"escaped key"},"action":"é"}"#,
+            r#""just a string""#,
+            "42",
+            "null",
+            r#"{"action":"echo""#,
+            r#"{"action":"echo"} x"#,
+            "",
+            r#"{"action":-0,"n":18446744073709551616}"#,
+        ];
+        for e in expressions {
+            let expr = SelectionExpression::parse(e).expect("parses");
+            for body in bodies {
+                assert_eq!(expr.evaluate(body, 64), full(&expr, body), "{e} on {body}");
+            }
+        }
+    }
+
+    #[test]
+    fn parser_depth_limit_is_serde_jsons() {
+        let nested = |n: usize| "[".repeat(n) + &"]".repeat(n);
+        assert!(serde_json::from_str::<Value>(&nested(PARSER_DEPTH_LIMIT)).is_ok());
+        assert!(serde_json::from_str::<Value>(&nested(PARSER_DEPTH_LIMIT + 1)).is_err());
+    }
+
+    #[test]
     fn depth_guard() {
         let expr = SelectionExpression::parse("$request.body.action").expect("parses");
         let cases: Vec<(String, usize, Evaluation)> = vec![
@@ -812,6 +897,12 @@ mod tests {
                 1000,
                 Evaluation::NotJson,
             ),
+            (
+                "[".repeat(128) + &"]".repeat(128),
+                1000,
+                Evaluation::NotJson,
+            ),
+            ("[".repeat(127) + &"]".repeat(127), 1000, value("")),
         ];
         for (body, max_depth, expected) in cases {
             let shown: String = body.chars().take(40).collect();

@@ -3,6 +3,7 @@
 //! The selection expression is parsed once when the table is built; `select` evaluates it
 //! per message with no I/O. An exact match on the evaluated value wins, then `$default`.
 
+mod body;
 pub mod expression;
 
 use std::collections::HashMap;

@@ -13,7 +13,7 @@ use anyhow::{Result, bail};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{Common, broadcasts};
+use super::{Common, broadcasts, post_to_group};
 use crate::client::{self, HttpConn, SourceAddrs};
 use crate::procs::{Gateway, GatewayConfig, Redis, gateway_binary};
 use crate::report::{Table, latency_cells, latency_header, num};
@@ -201,14 +201,15 @@ pub async fn run(args: &Args) -> Result<Value> {
         joined += client::join_group(*management, "everyone", node_ids, 4).await?;
     }
     let members = (args.nodes * args.connections_per_node) as u64;
+    let pids: Vec<u32> = nodes.iter().map(|n| n.pid()).collect();
     let broadcast = broadcasts(
-        managements[0],
-        "everyone",
+        post_to_group(managements[0], "everyone"),
         members,
         args.broadcasts,
         32,
         &deliveries,
         Duration::from_secs(args.common.max_secs.min(30)),
+        &pids,
     )
     .await?;
     for node in &mut nodes {

@@ -1,19 +1,25 @@
-//! `fanout`: N members join one group (PUT /@groups/{g}/members/{id}, ids from the whoami
-//! route); POST /@groups/{g} with a timestamp payload, a few times (after one untimed
-//! warm-up); deliveries per second (copies / time until the last copy arrived) and delivery
-//! latency p50/p99 over every copy.
+//! `fanout`: N members of one group get a broadcast with a timestamp payload, a few times
+//! (after one untimed warm-up); deliveries per second (copies / time until the last copy
+//! arrived), delivery latency p50/p99 over every copy, and the CPU time each side spent
+//! per delivery. First against the baseline server in `--broadcast` mode (N connections;
+//! one of them sends each payload as a frame and the server writes it to all N), then
+//! against the gateway (N members join with PUT /@groups/{g}/members/{id}, ids from the
+//! whoami route; POST /@groups/{g}). One after the other, not in alternating rounds: both
+//! at once would need 2N descriptors in this process.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
+use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
-use super::{Common, broadcasts};
+use super::{Common, broadcasts, post_to_group};
 use crate::client::{self, SourceAddrs};
-use crate::procs::{Gateway, GatewayConfig, gateway_binary};
+use crate::procs::{Gateway, GatewayConfig, Helper, gateway_binary};
 use crate::report::{Table, latency_cells, latency_header, num};
-use crate::stats::{self, Deliveries};
+use crate::stats::{self, Deliveries, ratio};
 
 /// `loadgen fanout` options.
 #[derive(clap::Args, Clone, Debug)]
@@ -29,11 +35,19 @@ pub struct Args {
     /// Padding bytes in each broadcast.
     #[arg(long, default_value_t = 32)]
     pub pad: usize,
+    /// Measure the gateway only.
+    #[arg(long)]
+    pub no_baseline: bool,
 }
 
-/// Runs the scenario against one gateway.
+/// Runs the baseline, then the gateway.
 pub async fn run(args: &Args) -> Result<Value> {
     let binary = gateway_binary(args.common.gateway.as_deref())?;
+    let baseline = if args.no_baseline {
+        Value::Null
+    } else {
+        baseline(args).await?
+    };
     let mut gw = Gateway::start(&binary, &GatewayConfig::echo())?;
     let start = Instant::now();
     let members =
@@ -45,26 +59,68 @@ pub async fn run(args: &Args) -> Result<Value> {
     let join_s = start.elapsed().as_secs_f64();
     let deliveries = Arc::new(Deliveries::new(args.broadcasts + 1));
     let _readers = client::spawn_readers(clients, &deliveries);
-    let result = broadcasts(
-        gw.management_addr,
-        "fanout",
+    let gateway = broadcasts(
+        post_to_group(gw.management_addr, "fanout"),
         args.members as u64,
         args.broadcasts,
         args.pad,
         &deliveries,
-        Duration::from_secs(args.common.max_secs.min(30)),
+        per_broadcast(args),
+        &[gw.pid()],
     )
     .await?;
     gw.check_alive()?;
+    let complete = |v: &Value| v.is_null() || v["delivered"] == v["expected"];
     Ok(json!({
         "scenario": "fanout",
-        "ok": result["delivered"] == result["expected"] && joined == args.members,
-        "throughput_per_s": result["deliveries_per_s"],
+        "ok": complete(&gateway) && complete(&baseline) && joined == args.members,
+        "throughput_per_s": gateway["deliveries_per_s"],
         "params": {"members": args.members, "broadcasts": args.broadcasts, "pad_bytes": args.pad},
         "connect_per_s": stats::rate(args.members as u64, connect_s),
         "joins_per_s": stats::rate(joined as u64, join_s),
-        "gateway": result,
+        "ratio_throughput": ratio(&gateway["deliveries_per_s"], &baseline["deliveries_per_s"]),
+        "ratio_p99": ratio(&gateway["delivery_latency"]["p99_ms"], &baseline["delivery_latency"]["p99_ms"]),
+        "baseline": baseline,
+        "gateway": gateway,
     }))
+}
+
+fn per_broadcast(args: &Args) -> Duration {
+    Duration::from_secs(args.common.max_secs.min(30))
+}
+
+/// The same broadcasts through the baseline server in `--broadcast` mode: the last of the
+/// N connections also sends each payload (and counts its own copy, as the server writes
+/// it to every connection).
+async fn baseline(args: &Args) -> Result<Value> {
+    let server = Helper::start(&["baseline-server", "--listen", "127.0.0.1:0", "--broadcast"])?;
+    let mut clients =
+        client::connect_many(server.addr, "/", args.members, 64, &SourceAddrs::fresh()).await?;
+    let Some(sender) = clients.pop() else {
+        bail!("fanout needs at least one member");
+    };
+    let deliveries = Arc::new(Deliveries::new(args.broadcasts + 1));
+    let (mut sink, frames) = sender.split();
+    let mut readers = client::spawn_readers(clients, &deliveries);
+    readers.spawn(client::read_into(
+        args.members - 1,
+        frames,
+        deliveries.clone(),
+    ));
+    let send = async move |body: String| {
+        sink.send(Message::text(body)).await?;
+        Ok(())
+    };
+    broadcasts(
+        send,
+        args.members as u64,
+        args.broadcasts,
+        args.pad,
+        &deliveries,
+        per_broadcast(args),
+        &[server.pid()],
+    )
+    .await
 }
 
 /// The readable table.
@@ -72,33 +128,36 @@ pub fn table(v: &Value) -> Table {
     let g = &v["gateway"];
     let mut t = Table::new(
         format!(
-            "fanout: {} broadcasts to {} members: {} deliveries/s, {} of {} delivered (joins {}/s)",
+            "fanout: {} broadcasts to {} members: gateway {} deliveries/s, {} of {} delivered \
+             (baseline {}/s; gateway/baseline: throughput {}, p99 {}; joins {}/s)",
             num(&g["broadcasts"]),
             num(&g["members"]),
             num(&g["deliveries_per_s"]),
             num(&g["delivered"]),
             num(&g["expected"]),
+            num(&v["baseline"]["deliveries_per_s"]),
+            num(&v["ratio_throughput"]),
+            num(&v["ratio_p99"]),
             num(&v["joins_per_s"]),
         ),
-        &latency_header(&["broadcast", "deliveries/s", "POST ms", "last copy ms"]),
+        &latency_header(&[
+            "server",
+            "deliveries/s",
+            "server CPU µs/delivery",
+            "generator CPU µs/delivery",
+        ]),
     );
-    if let Some(per) = g["per_broadcast"].as_array() {
-        for (i, b) in per.iter().enumerate() {
-            t.row(
-                &format!("#{}", i + 1),
-                vec![
-                    num(&b["deliveries_per_s"]),
-                    num(&b["post_ms"]),
-                    num(&b["last_delivery_ms"]),
-                    num(&b["p50_ms"]),
-                    "".into(),
-                    num(&b["p99_ms"]),
-                ],
-            );
+    for (name, s) in [("baseline", &v["baseline"]), ("gateway", g)] {
+        if s.is_null() {
+            continue;
         }
+        let mut cells = vec![
+            num(&s["deliveries_per_s"]),
+            num(&s["cpu_us_per_delivery"]["server"]),
+            num(&s["cpu_us_per_delivery"]["generator"]),
+        ];
+        cells.extend(latency_cells(&s["delivery_latency"]));
+        t.row(name, cells);
     }
-    let mut cells = vec![num(&g["deliveries_per_s"]), "".into(), "".into()];
-    cells.extend(latency_cells(&g["delivery_latency"]));
-    t.row("all", cells);
     t
 }

@@ -23,6 +23,7 @@ use tokio::sync::Barrier;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, HttpConn, SourceAddrs};
+use crate::procs;
 use crate::stats::{self, Deliveries, Sample};
 
 /// Options every scenario that starts a gateway takes.
@@ -163,40 +164,42 @@ pub async fn round_trips(
     })
 }
 
-/// Sends `count` broadcasts (plus one untimed warm-up, kind 0) of a stamped payload to
-/// `group` through `management`, each after the previous one has reached all `members`
-/// (or `per_broadcast` passed). `deliveries` must have room for `count + 1` kinds.
+/// Sends `count` timed broadcasts (after one untimed warm-up) with `send`, which gets the
+/// broadcast's payload (a [`stats::stamp`] of kind = its index) and returns once the
+/// server accepted it; each waits until every one of `members` copies arrived (or
+/// `per_broadcast` passed). Reports deliveries/s (copies ÷ time from the send to the last
+/// copy, summed over broadcasts), delivery latency, per-broadcast rows, and the CPU time
+/// the `servers` processes and this generator spent per delivery over the timed
+/// broadcasts. `deliveries` must have room for `count + 1` kinds.
 pub async fn broadcasts(
-    management: SocketAddr,
-    group: &str,
+    mut send: impl AsyncFnMut(String) -> Result<()>,
     members: u64,
     count: usize,
     pad: usize,
     deliveries: &Deliveries,
     per_broadcast: Duration,
+    servers: &[u32],
 ) -> Result<Value> {
-    let mut http = HttpConn::new(management);
     let mut per = Vec::new();
     let mut all = stats::histogram();
     let (mut delivered, mut busy_us) = (0u64, 0u64);
+    let cpu = || -> Result<(u64, u64)> {
+        let mut server = 0;
+        for pid in servers {
+            server += procs::cpu_us(*pid)?;
+        }
+        Ok((server, procs::cpu_us(std::process::id())?))
+    };
+    let mut cpu_start = (0, 0);
     for b in 0..=count {
+        if b == 1 {
+            cpu_start = cpu()?;
+        }
         let arrivals = &deliveries.broadcasts[b];
         let body = stats::stamp(b as u32, pad);
         let sent = Instant::now();
-        let (status, answer) = http
-            .request(
-                hyper::Method::POST,
-                &format!("/@groups/{group}"),
-                Bytes::from(body),
-            )
-            .await?;
+        send(body).await?;
         let post_us = sent.elapsed().as_micros() as u64;
-        if status != 202 {
-            bail!(
-                "POST /@groups/{group} answered {status}: {}",
-                String::from_utf8_lossy(&answer)
-            );
-        }
         let deadline = sent + per_broadcast;
         while arrivals.count() < members && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -222,6 +225,8 @@ pub async fn broadcasts(
             "p99_ms": summary["p99_ms"],
         }));
     }
+    let cpu_end = cpu()?;
+    let per_delivery = |us: u64| stats::round2(us as f64 / delivered.max(1) as f64);
     Ok(json!({
         "members": members,
         "broadcasts": count,
@@ -229,6 +234,29 @@ pub async fn broadcasts(
         "delivered": delivered,
         "deliveries_per_s": stats::rate(delivered, busy_us as f64 / 1e6),
         "delivery_latency": stats::summary(&all),
+        "cpu_us_per_delivery": {
+            "server": per_delivery(cpu_end.0 - cpu_start.0),
+            "generator": per_delivery(cpu_end.1 - cpu_start.1),
+        },
         "per_broadcast": per,
     }))
+}
+
+/// A [`broadcasts`] sender that POSTs each payload to `/@groups/{group}` on `management`
+/// and requires a 202.
+pub fn post_to_group(management: SocketAddr, group: &str) -> impl AsyncFnMut(String) -> Result<()> {
+    let mut http = HttpConn::new(management);
+    let path = format!("/@groups/{group}");
+    async move |body: String| {
+        let (status, answer) = http
+            .request(hyper::Method::POST, &path, Bytes::from(body))
+            .await?;
+        if status != 202 {
+            bail!(
+                "POST {path} answered {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        Ok(())
+    }
 }
