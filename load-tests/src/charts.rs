@@ -232,8 +232,19 @@ pub fn draw_all(results: &Value, dir: &Path) -> Result<Vec<(String, String)>, St
                 ("gateway".into(), &s["gateway"]["latency"]),
             ],
             "http-route" => vec![
-                ("backend directly".into(), &s["direct"]["latency"]),
-                ("through the gateway".into(), &s["gateway"]["latency"]),
+                ("backend directly, paced".into(), &s["direct"]["latency"]),
+                (
+                    "through the gateway, paced".into(),
+                    &s["gateway"]["latency"],
+                ),
+                (
+                    "backend directly, closed-loop".into(),
+                    &s["direct_saturated"]["latency"],
+                ),
+                (
+                    "through the gateway, closed-loop".into(),
+                    &s["gateway_saturated"]["latency"],
+                ),
             ],
             "callback" => vec![
                 ("POST to 200".into(), &s["gateway"]["post_latency"]),

@@ -224,7 +224,7 @@ fn http_route_compares_gateway_and_direct() {
             "2",
         ],
     );
-    for side in ["direct", "gateway"] {
+    for side in ["direct", "gateway", "direct_saturated", "gateway_saturated"] {
         assert_eq!(v[side]["messages"], 80, "{v}");
         latency_present(&v, &[side, "latency"]);
     }
@@ -258,7 +258,10 @@ fn fanout_reaches_every_member() {
         assert_eq!(s["delivered"], 40, "{server}: {v}");
         assert_eq!(s["per_broadcast"].as_array().map(Vec::len), Some(2), "{v}");
         assert!(f(&v, &[server, "deliveries_per_s"]) > 0.0);
-        assert!(f(&v, &[server, "cpu_us_per_delivery", "server"]) > 0.0, "{v}");
+        assert!(
+            f(&v, &[server, "cpu_us_per_delivery", "server"]) > 0.0,
+            "{v}"
+        );
         latency_present(&v, &[server, "delivery_latency"]);
     }
     assert!(f(&v, &["ratio_throughput"]) > 0.0, "{v}");

@@ -180,16 +180,20 @@ pub fn run(
                             if let Some(m) = route.metrics(stage) {
                                 m.message_in();
                             }
-                            let call = call_route(state.clone(), current.clone(), shared.clone(), route.clone(), Bytes::from(body), is_base64, request_id);
+                            let message = Inbound { body: Bytes::from(body), is_base64, request_id };
                             if route.integration.is_mock() {
-                                // A mock does no I/O: answer inline, without a task or a call slot.
+                                // A mock does no I/O: answer inline, without a task or a call slot,
+                                // and with borrowed state (no shared reference counts touched).
                                 // Boxed, so its state is not part of every idle session's future.
+                                let call = call_route(&state, &current, &shared, route, message);
                                 if let Some(reply) = Box::pin(call).await
                                     && let Some(end) = bounded(&shared, write_grace, ws.send(reply)).await
                                 {
                                     break end;
                                 }
                             } else {
+                                let (state, api, shared, route) = (state.clone(), current.clone(), shared.clone(), route.clone());
+                                let call = async move { call_route(&state, &api, &shared, &route, message).await };
                                 calls.start(&mut inflight, call.in_current_span());
                             }
                         }
@@ -352,16 +356,29 @@ async fn write_queued(
     ws.flush().await
 }
 
+/// A message on its way to an integration.
+struct Inbound {
+    /// The body as received (base64 text for a binary frame).
+    body: Bytes,
+    /// Whether `body` is base64 of a binary frame.
+    is_base64: bool,
+    /// `requestContext.requestId`.
+    request_id: String,
+}
+
 /// Calls a route's integration for one message; returns the frame to send back, if any.
 async fn call_route(
-    state: Arc<AppState>,
-    api: Arc<Api>,
-    shared: Arc<ConnShared>,
-    route: Route,
-    body: Bytes,
-    is_base64: bool,
-    request_id: String,
+    state: &AppState,
+    api: &Api,
+    shared: &ConnShared,
+    route: &Route,
+    message: Inbound,
 ) -> Option<Message> {
+    let Inbound {
+        body,
+        is_base64,
+        request_id,
+    } = message;
     let started = std::time::Instant::now();
     let request_time_ms = now_ms();
     let message_id = crate::connections::id::request_id();

@@ -42,6 +42,7 @@ pub async fn run(args: &Args) -> Result<Value> {
         msgs: args.messages,
         warmup: args.warmup,
         pad: args.pad,
+        every: None,
     };
     let server = Helper::start(&["baseline-server", "--listen", "127.0.0.1:0"])?;
     let mut gw = Gateway::start(&binary, &GatewayConfig::echo())?;

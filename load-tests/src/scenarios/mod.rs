@@ -53,7 +53,7 @@ pub enum Expect {
     Text(&'static str),
 }
 
-/// The size of a closed-loop run.
+/// The size of a run: closed-loop, or paced.
 #[derive(Clone, Copy)]
 pub struct Loop {
     /// Connections, one message in flight each.
@@ -64,10 +64,26 @@ pub struct Loop {
     pub warmup: usize,
     /// Padding bytes per message.
     pub pad: usize,
+    /// `None`: closed loop (each connection sends its next message as soon as the reply
+    /// came). `Some(every)`: each connection sends its timed messages on a schedule, one
+    /// per `every` (connections staggered across it), or as soon as the previous reply came
+    /// when it is behind.
+    pub every: Option<Duration>,
 }
 
-/// Closed-loop round trips: `conns` clients each send `warmup` untimed then `msgs` timed
-/// messages, one at a time, awaiting each reply.
+impl Loop {
+    /// Waits until timed message `n` of connection `c` is due (paced runs only).
+    pub async fn pace(&self, start: Instant, c: usize, n: usize) {
+        if let Some(every) = self.every {
+            let offset = every.mul_f64(c as f64 / self.conns.max(1) as f64);
+            tokio::time::sleep_until((start + offset + every * n as u32).into()).await;
+        }
+    }
+}
+
+/// Round trips: `conns` clients each send `warmup` untimed then `msgs` timed messages, one
+/// at a time, awaiting each reply (closed loop, or paced: see [`Loop::every`]). Latency is
+/// from each send to its reply.
 pub async fn round_trips(
     addr: SocketAddr,
     path: &str,
@@ -80,6 +96,7 @@ pub async fn round_trips(
         msgs,
         warmup,
         pad,
+        ..
     } = size;
     let sources = SourceAddrs::fresh();
     let clients: Vec<Result<client::Ws>> = futures_util::stream::iter(0..conns)
@@ -99,9 +116,14 @@ pub async fn round_trips(
             let mut hist = stats::histogram();
             let (mut errors, mut first_error) = (0u64, None::<String>);
             let mut failed = false;
+            let mut timed_start = Instant::now();
             for i in 0..warmup + msgs {
                 if i == warmup {
                     barrier.wait().await;
+                    timed_start = Instant::now();
+                }
+                if i >= warmup {
+                    size.pace(timed_start, c, i - warmup).await;
                 }
                 if failed || Instant::now() > deadline {
                     if i < warmup {
