@@ -146,7 +146,8 @@ pub fn run(
                         Message::Frame(_) => continue,
                     };
                     last_activity = Instant::now();
-                    shared.touch(now_ms() as u64);
+                    let received_ms = now_ms();
+                    shared.touch(received_ms as u64);
                     // Routes come from the current API, so a reload applies to the next message.
                     let current = state.api();
                     let selection = if is_base64 {
@@ -180,7 +181,7 @@ pub fn run(
                             if let Some(m) = route.metrics(stage) {
                                 m.message_in();
                             }
-                            let message = Inbound { body: Bytes::from(body), is_base64, request_id };
+                            let message = Inbound { body: Bytes::from(body), is_base64, request_id, received_ms };
                             if route.integration.is_mock() {
                                 // A mock does no I/O: answer inline, without a task or a call slot,
                                 // and with borrowed state (no shared reference counts touched).
@@ -364,6 +365,8 @@ struct Inbound {
     is_base64: bool,
     /// `requestContext.requestId`.
     request_id: String,
+    /// When it arrived, epoch milliseconds (`requestContext.requestTimeEpoch`).
+    received_ms: i64,
 }
 
 /// Calls a route's integration for one message; returns the frame to send back, if any.
@@ -378,9 +381,9 @@ async fn call_route(
         body,
         is_base64,
         request_id,
+        received_ms: request_time_ms,
     } = message;
     let started = std::time::Instant::now();
-    let request_time_ms = now_ms();
     let message_id = crate::connections::id::request_id();
     let text = std::str::from_utf8(&body).unwrap_or_default();
     let event = Event {

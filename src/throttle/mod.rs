@@ -39,6 +39,9 @@ pub struct Limits {
     settings: LimitsSettings,
     /// Gateway-wide message bucket; a std mutex held for a few arithmetic operations.
     messages: Option<Mutex<TokenBucket>>,
+    /// No node-wide, route or API-key message limit is set (the default): a message is
+    /// checked against its connection's own bucket only, without a clock read or a lookup.
+    node_messages_off: bool,
     /// Per-route buckets (rates from `routes`, else `route_messages`).
     routes: KeyedBuckets<Arc<str>>,
     /// Per-API-key buckets.
@@ -106,6 +109,10 @@ impl Limits {
         Self {
             settings: settings.clone(),
             messages: bucket(settings.messages),
+            node_messages_off: settings.messages.is_off()
+                && settings.route_messages.is_off()
+                && settings.routes.values().all(Rate::is_off)
+                && settings.api_key_messages.is_off(),
             // Routes are few (the configuration names them), so every one is tracked.
             routes: KeyedBuckets::new(settings.route_messages, usize::MAX),
             api_keys: KeyedBuckets::new(settings.api_key_messages, keys),
@@ -218,8 +225,11 @@ impl ConnLimits {
     /// gateway-wide bucket, then the route's. The first refusal wins; tokens an earlier
     /// bucket gave are spent (the message was received).
     pub fn check_message(&mut self, route: Option<&str>) -> Verdict {
-        let now = Instant::now();
         let limits = &*self.limits;
+        if limits.node_messages_off && self.bucket.is_none() {
+            return Verdict::Pass;
+        }
+        let now = Instant::now();
         let pass = self.bucket.as_mut().is_none_or(|b| b.try_take(now))
             && self
                 .api_key
