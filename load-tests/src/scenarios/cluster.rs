@@ -211,7 +211,8 @@ pub async fn run(args: &Args) -> Result<Value> {
         Duration::from_secs(args.common.max_secs.min(30)),
         &pids,
     )
-    .await?;
+    .await?
+    .json();
     for node in &mut nodes {
         node.check_alive()?;
     }

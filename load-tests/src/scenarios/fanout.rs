@@ -1,11 +1,11 @@
 //! `fanout`: N members of one group get a broadcast with a timestamp payload, a few times
 //! (after one untimed warm-up); deliveries per second (copies / time until the last copy
 //! arrived), delivery latency p50/p99 over every copy, and the CPU time each side spent
-//! per delivery. First against the baseline server in `--broadcast` mode (N connections;
-//! one of them sends each payload as a frame and the server writes it to all N), then
-//! against the gateway (N members join with PUT /@groups/{g}/members/{id}, ids from the
-//! whoami route; POST /@groups/{g}). One after the other, not in alternating rounds: both
-//! at once would need 2N descriptors in this process.
+//! per delivery. Against the baseline server in `--broadcast` mode (N connections; one of
+//! them sends each payload as a frame and the server writes it to all N) and against the
+//! gateway (N members join with PUT /@groups/{g}/members/{id}, ids from the whoami route;
+//! POST /@groups/{g}), in alternating rounds with fresh connections each: both at once
+//! would need 2N descriptors in this process.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Common, broadcasts, post_to_group};
+use super::{Broadcasts, Common, broadcasts, post_to_group};
 use crate::client::{self, SourceAddrs};
 use crate::procs::{Gateway, GatewayConfig, Helper, gateway_binary};
 use crate::report::{Table, latency_cells, latency_header, num};
@@ -35,48 +35,65 @@ pub struct Args {
     /// Padding bytes in each broadcast.
     #[arg(long, default_value_t = 32)]
     pub pad: usize,
+    /// Rounds, each measuring the baseline and then the gateway with fresh connections
+    /// (the broadcasts are split between them).
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
     /// Measure the gateway only.
     #[arg(long)]
     pub no_baseline: bool,
 }
 
-/// Runs the baseline, then the gateway.
+/// Alternates baseline and gateway rounds, each with its share of the broadcasts.
 pub async fn run(args: &Args) -> Result<Value> {
     let binary = gateway_binary(args.common.gateway.as_deref())?;
-    let baseline = if args.no_baseline {
-        Value::Null
-    } else {
-        baseline(args).await?
-    };
-    let mut gw = Gateway::start(&binary, &GatewayConfig::echo())?;
-    let start = Instant::now();
-    let members =
-        client::connect_members(gw.client_addr, args.members, 64, &SourceAddrs::fresh()).await?;
-    let connect_s = start.elapsed().as_secs_f64();
-    let (clients, ids): (Vec<_>, Vec<_>) = members.into_iter().unzip();
-    let start = Instant::now();
-    let joined = client::join_group(gw.management_addr, "fanout", &ids, 8).await?;
-    let join_s = start.elapsed().as_secs_f64();
-    let deliveries = Arc::new(Deliveries::new(args.broadcasts + 1));
-    let _readers = client::spawn_readers(clients, &deliveries);
-    let gateway = broadcasts(
-        post_to_group(gw.management_addr, "fanout"),
-        args.members as u64,
-        args.broadcasts,
-        args.pad,
-        &deliveries,
-        per_broadcast(args),
-        &[gw.pid()],
-    )
-    .await?;
-    gw.check_alive()?;
+    let rounds = args.rounds.clamp(1, args.broadcasts.max(1));
+    let (mut baseline_all, mut gateway_all) = (None::<Broadcasts>, None::<Broadcasts>);
+    let (mut connect_s, mut join_s, mut joined) = (0.0, 0.0, 0);
+    for round in 0..rounds {
+        // The broadcasts split as evenly as they go.
+        let count = args.broadcasts / rounds + usize::from(round < args.broadcasts % rounds);
+        if !args.no_baseline {
+            let b = baseline(args, count).await?;
+            merge(&mut baseline_all, b);
+        }
+        let mut gw = Gateway::start(&binary, &GatewayConfig::echo())?;
+        let start = Instant::now();
+        let members =
+            client::connect_members(gw.client_addr, args.members, 64, &SourceAddrs::fresh())
+                .await?;
+        connect_s += start.elapsed().as_secs_f64();
+        let (clients, ids): (Vec<_>, Vec<_>) = members.into_iter().unzip();
+        let start = Instant::now();
+        joined += client::join_group(gw.management_addr, "fanout", &ids, 8).await?;
+        join_s += start.elapsed().as_secs_f64();
+        let deliveries = Arc::new(Deliveries::new(count + 1));
+        let readers = client::spawn_readers(clients, &deliveries);
+        let g = broadcasts(
+            post_to_group(gw.management_addr, "fanout"),
+            args.members as u64,
+            count,
+            args.pad,
+            &deliveries,
+            per_broadcast(args),
+            &[gw.pid()],
+        )
+        .await?;
+        gw.check_alive()?;
+        drop(readers);
+        merge(&mut gateway_all, g);
+    }
+    let json_of = |b: &Option<Broadcasts>| b.as_ref().map_or(Value::Null, Broadcasts::json);
+    let (baseline, gateway) = (json_of(&baseline_all), json_of(&gateway_all));
     let complete = |v: &Value| v.is_null() || v["delivered"] == v["expected"];
+    let members = (args.members * rounds) as u64;
     Ok(json!({
         "scenario": "fanout",
-        "ok": complete(&gateway) && complete(&baseline) && joined == args.members,
+        "ok": complete(&gateway) && complete(&baseline) && joined == args.members * rounds,
         "throughput_per_s": gateway["deliveries_per_s"],
-        "params": {"members": args.members, "broadcasts": args.broadcasts, "pad_bytes": args.pad},
-        "connect_per_s": stats::rate(args.members as u64, connect_s),
+        "params": {"members": args.members, "broadcasts": args.broadcasts, "rounds": rounds,
+                   "pad_bytes": args.pad},
+        "connect_per_s": stats::rate(members, connect_s),
         "joins_per_s": stats::rate(joined as u64, join_s),
         "ratio_throughput": ratio(&gateway["deliveries_per_s"], &baseline["deliveries_per_s"]),
         "ratio_p99": ratio(&gateway["delivery_latency"]["p99_ms"], &baseline["delivery_latency"]["p99_ms"]),
@@ -85,21 +102,28 @@ pub async fn run(args: &Args) -> Result<Value> {
     }))
 }
 
+fn merge(all: &mut Option<Broadcasts>, round: Broadcasts) {
+    match all {
+        Some(all) => all.absorb(round),
+        None => *all = Some(round),
+    }
+}
+
 fn per_broadcast(args: &Args) -> Duration {
     Duration::from_secs(args.common.max_secs.min(30))
 }
 
-/// The same broadcasts through the baseline server in `--broadcast` mode: the last of the
+/// `count` broadcasts through the baseline server in `--broadcast` mode: the last of the
 /// N connections also sends each payload (and counts its own copy, as the server writes
 /// it to every connection).
-async fn baseline(args: &Args) -> Result<Value> {
+async fn baseline(args: &Args, count: usize) -> Result<Broadcasts> {
     let server = Helper::start(&["baseline-server", "--listen", "127.0.0.1:0", "--broadcast"])?;
     let mut clients =
         client::connect_many(server.addr, "/", args.members, 64, &SourceAddrs::fresh()).await?;
     let Some(sender) = clients.pop() else {
         bail!("fanout needs at least one member");
     };
-    let deliveries = Arc::new(Deliveries::new(args.broadcasts + 1));
+    let deliveries = Arc::new(Deliveries::new(count + 1));
     let (mut sink, frames) = sender.split();
     let mut readers = client::spawn_readers(clients, &deliveries);
     readers.spawn(client::read_into(
@@ -114,7 +138,7 @@ async fn baseline(args: &Args) -> Result<Value> {
     broadcasts(
         send,
         args.members as u64,
-        args.broadcasts,
+        count,
         args.pad,
         &deliveries,
         per_broadcast(args),

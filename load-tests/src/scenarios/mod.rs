@@ -186,13 +186,59 @@ pub async fn round_trips(
     })
 }
 
+/// What [`broadcasts`] measured; rounds against the same server add up with
+/// [`Broadcasts::absorb`].
+pub struct Broadcasts {
+    members: u64,
+    count: usize,
+    delivered: u64,
+    /// Sum over broadcasts of the time from the send to the last copy (µs).
+    busy_us: u64,
+    latency: hdrhistogram::Histogram<u64>,
+    per_broadcast: Vec<Value>,
+    /// CPU time of the server processes and of this generator over the timed broadcasts.
+    server_cpu_us: u64,
+    generator_cpu_us: u64,
+}
+
+impl Broadcasts {
+    /// Adds another round's broadcasts.
+    pub fn absorb(&mut self, other: Broadcasts) {
+        self.count += other.count;
+        self.delivered += other.delivered;
+        self.busy_us += other.busy_us;
+        let _ = self.latency.add(&other.latency);
+        self.per_broadcast.extend(other.per_broadcast);
+        self.server_cpu_us += other.server_cpu_us;
+        self.generator_cpu_us += other.generator_cpu_us;
+    }
+
+    /// The JSON report: deliveries/s (copies ÷ time from the send to the last copy, summed
+    /// over broadcasts), delivery latency, CPU per delivery, one row per broadcast.
+    pub fn json(&self) -> Value {
+        let per_delivery = |us: u64| stats::round2(us as f64 / self.delivered.max(1) as f64);
+        json!({
+            "members": self.members,
+            "broadcasts": self.count,
+            "expected": self.members * self.count as u64,
+            "delivered": self.delivered,
+            "deliveries_per_s": stats::rate(self.delivered, self.busy_us as f64 / 1e6),
+            "delivery_latency": stats::summary(&self.latency),
+            "cpu_us_per_delivery": {
+                "server": per_delivery(self.server_cpu_us),
+                "generator": per_delivery(self.generator_cpu_us),
+            },
+            "per_broadcast": self.per_broadcast,
+        })
+    }
+}
+
 /// Sends `count` timed broadcasts (after one untimed warm-up) with `send`, which gets the
 /// broadcast's payload (a [`stats::stamp`] of kind = its index) and returns once the
 /// server accepted it; each waits until every one of `members` copies arrived (or
-/// `per_broadcast` passed). Reports deliveries/s (copies ÷ time from the send to the last
-/// copy, summed over broadcasts), delivery latency, per-broadcast rows, and the CPU time
-/// the `servers` processes and this generator spent per delivery over the timed
-/// broadcasts. `deliveries` must have room for `count + 1` kinds.
+/// `per_broadcast` passed). Also reads the CPU time the `servers` processes and this
+/// generator spent over the timed broadcasts. `deliveries` must have room for `count + 1`
+/// kinds.
 pub async fn broadcasts(
     mut send: impl AsyncFnMut(String) -> Result<()>,
     members: u64,
@@ -201,16 +247,23 @@ pub async fn broadcasts(
     deliveries: &Deliveries,
     per_broadcast: Duration,
     servers: &[u32],
-) -> Result<Value> {
-    let mut per = Vec::new();
-    let mut all = stats::histogram();
-    let (mut delivered, mut busy_us) = (0u64, 0u64);
+) -> Result<Broadcasts> {
     let cpu = || -> Result<(u64, u64)> {
         let mut server = 0;
         for pid in servers {
             server += procs::cpu_us(*pid)?;
         }
         Ok((server, procs::cpu_us(std::process::id())?))
+    };
+    let mut run = Broadcasts {
+        members,
+        count,
+        delivered: 0,
+        busy_us: 0,
+        latency: stats::histogram(),
+        per_broadcast: Vec::new(),
+        server_cpu_us: 0,
+        generator_cpu_us: 0,
     };
     let mut cpu_start = (0, 0);
     for b in 0..=count {
@@ -232,13 +285,13 @@ pub async fn broadcasts(
             continue; // warm-up
         }
         let hist = arrivals.latency.merged();
-        let _ = all.add(&hist);
+        let _ = run.latency.add(&hist);
         let got = arrivals.count();
         let last_us = arrivals.max_us.load(std::sync::atomic::Ordering::Relaxed);
-        delivered += got;
-        busy_us += last_us;
+        run.delivered += got;
+        run.busy_us += last_us;
         let summary = stats::summary(&hist);
-        per.push(json!({
+        run.per_broadcast.push(json!({
             "delivered": got,
             "post_ms": post_us as f64 / 1000.0,
             "last_delivery_ms": last_us as f64 / 1000.0,
@@ -248,20 +301,9 @@ pub async fn broadcasts(
         }));
     }
     let cpu_end = cpu()?;
-    let per_delivery = |us: u64| stats::round2(us as f64 / delivered.max(1) as f64);
-    Ok(json!({
-        "members": members,
-        "broadcasts": count,
-        "expected": members * count as u64,
-        "delivered": delivered,
-        "deliveries_per_s": stats::rate(delivered, busy_us as f64 / 1e6),
-        "delivery_latency": stats::summary(&all),
-        "cpu_us_per_delivery": {
-            "server": per_delivery(cpu_end.0 - cpu_start.0),
-            "generator": per_delivery(cpu_end.1 - cpu_start.1),
-        },
-        "per_broadcast": per,
-    }))
+    run.server_cpu_us = cpu_end.0 - cpu_start.0;
+    run.generator_cpu_us = cpu_end.1 - cpu_start.1;
+    Ok(run)
 }
 
 /// A [`broadcasts`] sender that POSTs each payload to `/@groups/{group}` on `management`
