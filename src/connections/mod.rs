@@ -128,29 +128,23 @@ impl Outbox {
             state.frames.push_back(message);
             state.bytes += len;
         }
-        metrics::queue_bytes(len as f64);
         self.ready.notify_one();
         Ok(())
     }
 
-    /// Takes the next frame, if any.
-    pub fn pop(&self) -> Option<Message> {
-        let message = {
+    /// Takes the next frame, if any, and says whether more are waiting (one lock for both).
+    pub fn pop(&self) -> Option<(Message, bool)> {
+        let (message, more) = {
             let mut state = self.state();
             let message = state.frames.pop_front()?;
             state.bytes -= message.len();
-            if state.frames.is_empty() && state.frames.capacity() > 16 {
+            let more = !state.frames.is_empty();
+            if !more && state.frames.capacity() > 16 {
                 state.frames = VecDeque::new(); // give a burst's memory back
             }
-            message
+            (message, more)
         };
-        metrics::queue_bytes(-(message.len() as f64));
-        Some(message)
-    }
-
-    /// Whether frames are waiting.
-    pub fn is_empty(&self) -> bool {
-        self.state().frames.is_empty()
+        Some((message, more))
     }
 
     /// Resolves when a frame may be waiting (spurious wake-ups are possible).
@@ -165,14 +159,15 @@ impl Outbox {
 
     /// Refuses further frames and drops the ones still waiting (the session has ended).
     pub fn close(&self) {
-        let dropped = {
-            let mut state = self.state();
-            state.closed = true;
-            let bytes = std::mem::take(&mut state.bytes);
-            state.frames = VecDeque::new();
-            bytes
-        };
-        metrics::queue_bytes(-(dropped as f64));
+        let mut state = self.state();
+        state.closed = true;
+        state.bytes = 0;
+        state.frames = VecDeque::new();
+    }
+
+    /// Payload bytes waiting.
+    pub fn queued_bytes(&self) -> usize {
+        self.state().bytes
     }
 }
 
@@ -305,6 +300,14 @@ impl Registry {
     /// Asks every connection to close with `request` (shutdown).
     pub fn close_all(&self, request: &CloseRequest) {
         self.for_each(|h| h.shared.request_close(request.clone()));
+    }
+
+    /// Payload bytes waiting in every connection's outbound queue (read when metrics are
+    /// scraped: one short lock per connection).
+    pub fn queued_bytes(&self) -> usize {
+        let mut total = 0;
+        self.for_each(|h| total += h.shared.outbox.queued_bytes());
+        total
     }
 
     /// Handles of every connection (cloned out; no guard is kept).

@@ -99,11 +99,11 @@ pub fn run(
                     if shared.close_request().is_some() {
                         break requested_close(&shared);
                     }
-                    if shared.outbox.is_empty() {
-                        continue;
-                    }
+                    let Some(first) = shared.outbox.pop() else {
+                        continue; // a spurious wake-up
+                    };
                     last_activity = Instant::now();
-                    if let Some(end) = bounded(&shared, write_grace, write_queued(&mut ws, &shared)).await {
+                    if let Some(end) = bounded(&shared, write_grace, write_queued(&mut ws, &shared, first)).await {
                         break end;
                     }
                 }
@@ -334,26 +334,34 @@ async fn bounded(
     end
 }
 
-/// Writes up to a batch of queued frames, then flushes once. Activity is recorded before
-/// the frames leave, so whoever sees a frame also sees it; more than a batch wakes the
-/// session again.
+/// Writes `first` and up to a batch of further queued frames, then flushes once. Activity
+/// is recorded before the frames leave, so whoever sees a frame also sees it; more than a
+/// batch wakes the session again.
 async fn write_queued(
     ws: &mut Ws,
     shared: &ConnShared,
+    first: (Message, bool),
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     shared.touch(now_ms() as u64);
-    let mut frames = 0;
-    while frames < WRITE_BATCH {
-        let Some(message) = shared.outbox.pop() else {
+    let (mut message, mut more) = first;
+    let mut frames = 1;
+    loop {
+        ws.feed(message).await?;
+        if !more {
+            break;
+        }
+        if frames == WRITE_BATCH {
+            shared.outbox.wake();
+            break;
+        }
+        // Only the session pops, so a frame is there.
+        let Some(next) = shared.outbox.pop() else {
             break;
         };
-        metrics::messages_out(1);
-        ws.feed(message).await?;
+        (message, more) = next;
         frames += 1;
     }
-    if !shared.outbox.is_empty() {
-        shared.outbox.wake();
-    }
+    metrics::messages_out(frames as u64);
     ws.flush().await
 }
 

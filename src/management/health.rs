@@ -23,8 +23,11 @@ pub fn ready(state: &AppState) -> Response {
     }
 }
 
-/// The Prometheus exposition text.
-pub fn metrics() -> Response {
+/// The Prometheus exposition text. Gauges summed over the connections (bytes waiting in
+/// outbound queues) are computed now, so the write path never touches a shared counter
+/// for them.
+pub fn metrics(state: &AppState) -> Response {
+    metrics::queue_bytes(state.cluster.local.registry.queued_bytes() as f64);
     let body = metrics::render().unwrap_or_default();
     let mut response = body.into_response();
     response.headers_mut().insert(

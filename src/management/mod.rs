@@ -105,7 +105,7 @@ async fn dispatch(
                 _ => not_allowed("POST, GET, DELETE"),
             },
         ),
-        Ok(Target::Metrics) if method == Method::GET => ("metrics", Ok(health::metrics())),
+        Ok(Target::Metrics) if method == Method::GET => ("metrics", Ok(health::metrics(&state))),
         Ok(Target::AdminDrain) if method == Method::POST => {
             ("admin/drain", Ok(health::drain(&state)))
         }

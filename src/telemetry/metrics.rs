@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics::{Counter, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -155,12 +155,9 @@ pub fn connection_closed(code: u16) {
     counter!("switchboard_disconnects_total", "code" => code.to_string()).increment(1);
 }
 
-/// Bytes entered (`+`) or left (`-`) outbound queues.
-pub fn queue_bytes(delta: f64) {
-    static BYTES: OnceLock<Gauge> = OnceLock::new();
-    BYTES
-        .get_or_init(|| gauge!("switchboard_outbound_queue_bytes"))
-        .increment(delta);
+/// Bytes waiting in outbound queues now (set when metrics are scraped).
+pub fn queue_bytes(total: f64) {
+    gauge!("switchboard_outbound_queue_bytes").set(total);
 }
 
 /// A message was dropped or refused, by reason (`queue_full`, `broadcast_queue_full`,
