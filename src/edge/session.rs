@@ -293,20 +293,36 @@ async fn bounded(
     grace: Duration,
     write: impl Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>>,
 ) -> Option<Ending> {
-    let failed = |error: tokio_tungstenite::tungstenite::Error| {
-        debug!(%error, "write failed");
-        Some(Ending::Dropped(Close::abnormal(
-            "Connection closed abnormally",
-        )))
-    };
     let mut write = std::pin::pin!(write);
     // Most writes complete at once (the socket has room): then no grace timer is armed
     // and no close wait registered — a timer per write is measurable on the hot path.
     match futures_util::FutureExt::now_or_never(write.as_mut()) {
         Some(Ok(())) => return None,
-        Some(Err(error)) => return failed(error),
+        Some(Err(error)) => return write_failed(error),
         None => {}
     }
+    // The rest is the rare slow path, boxed: its waits would otherwise add ~500 bytes to
+    // every idle session's future (its largest state is a pending write).
+    Box::pin(slow_write(shared, grace, write)).await
+}
+
+/// The session's end when a write failed: the socket is unusable.
+fn write_failed(error: tokio_tungstenite::tungstenite::Error) -> Option<Ending> {
+    debug!(%error, "write failed");
+    Some(Ending::Dropped(Close::abnormal(
+        "Connection closed abnormally",
+    )))
+}
+
+/// A write that could not complete at once: wait for it, a close request or the grace
+/// period, whichever comes first.
+async fn slow_write(
+    shared: &ConnShared,
+    grace: Duration,
+    write: std::pin::Pin<
+        &mut impl Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>>,
+    >,
+) -> Option<Ending> {
     let close_requested = async {
         loop {
             shared.outbox.ready().await;
@@ -320,7 +336,7 @@ async fn bounded(
         _ = close_requested => Some(requested_close(shared)),
         result = tokio::time::timeout(grace, write) => match result {
             Ok(Ok(())) => None,
-            Ok(Err(error)) => failed(error),
+            Ok(Err(error)) => write_failed(error),
             Err(_) => {
                 info!(grace_ms = grace.as_millis() as u64, "slow consumer: closing");
                 metrics::dropped("slow_consumer", 1);
