@@ -112,28 +112,16 @@ fn latency_chart(path: &Path, title: &str, series: &[(String, &Value)]) -> Resul
         .axis_desc_style(("sans-serif", 17))
         .draw()
         .map_err(e)?;
-    for (i, (label, pts)) in points.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()].to_rgba();
-        let line: Vec<(f64, f64)> = pts.iter().map(|(x, y)| (*x as f64, *y)).collect();
-        chart
-            .draw_series(LineSeries::new(line.clone(), color.stroke_width(3)))
-            .map_err(e)?
-            .label(label.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(3))
-            });
-        chart
-            .draw_series(line.iter().map(|p| Circle::new(*p, 5, color.filled())))
-            .map_err(e)?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 17))
-        .draw()
-        .map_err(e)?;
+    let lines: Vec<(String, Vec<(f64, f64)>)> = points
+        .iter()
+        .map(|(label, pts)| {
+            (
+                label.clone(),
+                pts.iter().map(|(x, y)| (*x as f64, *y)).collect(),
+            )
+        })
+        .collect();
+    draw_lines(&mut chart, &lines)?;
     root.present().map_err(e)?;
     Ok(())
 }
@@ -184,6 +172,21 @@ fn rss_chart(path: &Path, title: &str, series: &[(String, &Value)]) -> Result<()
         .axis_desc_style(("sans-serif", 17))
         .draw()
         .map_err(e)?;
+    draw_lines(&mut chart, &lines)?;
+    root.present().map_err(e)?;
+    Ok(())
+}
+
+/// Draws each `(label, points)` as a coloured line with dots, and the legend.
+fn draw_lines<'a, X, Y>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>,
+    lines: &[(String, Vec<(f64, f64)>)],
+) -> Result<(), String>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let e = |e: DrawingAreaErrorKind<_>| e.to_string();
     for (i, (label, pts)) in lines.iter().enumerate() {
         let color = COLORS[i % COLORS.len()].to_rgba();
         chart
@@ -204,9 +207,7 @@ fn rss_chart(path: &Path, title: &str, series: &[(String, &Value)]) -> Result<()
         .border_style(BLACK)
         .label_font(("sans-serif", 17))
         .draw()
-        .map_err(e)?;
-    root.present().map_err(e)?;
-    Ok(())
+        .map_err(e)
 }
 
 /// Draws every chart the results allow into `dir`; returns (title, file name) of each, or

@@ -197,6 +197,21 @@ impl Default for Sample {
 }
 
 impl Sample {
+    /// Counts a failed operation (the first one is kept for the report).
+    pub fn error(&mut self, why: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(why);
+    }
+
+    /// Adds the samples of concurrent workers (their `elapsed` is left to the caller).
+    pub async fn gather(workers: Vec<tokio::task::JoinHandle<Sample>>) -> anyhow::Result<Sample> {
+        let mut all = Sample::default();
+        for worker in workers {
+            all.absorb(worker.await?);
+        }
+        Ok(all)
+    }
+
     /// Adds another round's sample to this one.
     pub fn absorb(&mut self, other: Sample) {
         let _ = self.hist.add(&other.hist);

@@ -5,9 +5,10 @@
 //! that may carry kilobytes of payload. [`Needs`] is the tree of paths an expression reads,
 //! built once; [`Needs::parse`] walks the body with `serde_json` (so the whole body is
 //! still checked to be JSON) and builds a [`Value`] holding only those branches: other
-//! members are skipped without allocating, other array elements become `null` (so indexes,
-//! including from the end, still count right), and a needed leaf is kept whole. Resolving a
-//! path in that pruned value gives what it gives in the full one.
+//! members are skipped without allocating; an array some index path reads keeps every
+//! element (walked with the union of those paths, scalars there becoming `null`), so
+//! indexes, including from the end, still count right; and a needed leaf is kept whole.
+//! Resolving a path in that pruned value gives what it gives in the full one.
 
 use std::borrow::Cow;
 use std::fmt;

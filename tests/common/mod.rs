@@ -283,8 +283,8 @@ impl Received {
     }
 }
 
-/// How a backend answers: `(status, body)` for each request.
-pub type Responder = Arc<dyn Fn(&Received) -> (u16, String) + Send + Sync>;
+/// How a backend answers: `(status, headers, body)` for each request.
+pub type Responder = Arc<dyn Fn(&Received) -> (u16, Vec<(String, String)>, String) + Send + Sync>;
 
 /// A real HTTP backend on 127.0.0.1:0 that records every request.
 pub struct Backend {
@@ -297,6 +297,8 @@ pub struct Backend {
 #[derive(Clone)]
 struct BackendState {
     tx: mpsc::UnboundedSender<Received>,
+    /// How long to wait after recording a request before answering it.
+    delay: Duration,
     responder: Responder,
 }
 
@@ -310,9 +312,35 @@ impl Backend {
     pub async fn with(
         responder: impl Fn(&Received) -> (u16, String) + Send + Sync + 'static,
     ) -> Backend {
+        Self::with_headers_delayed(Duration::ZERO, move |r| {
+            let (status, body) = responder(r);
+            (status, Vec::new(), body)
+        })
+        .await
+    }
+
+    /// A backend that records each request on arrival, then waits `delay`
+    /// (`tokio::time::sleep` in the handler) before answering 200 with an empty body.
+    pub async fn slow(delay: Duration) -> Backend {
+        Self::with_headers_delayed(delay, |_| (200, Vec::new(), String::new())).await
+    }
+
+    /// A backend answering with `responder`, which also chooses response headers.
+    pub async fn with_headers(
+        responder: impl Fn(&Received) -> (u16, Vec<(String, String)>, String) + Send + Sync + 'static,
+    ) -> Backend {
+        Self::with_headers_delayed(Duration::ZERO, responder).await
+    }
+
+    /// Like [`Backend::with_headers`], answering only after `delay`.
+    pub async fn with_headers_delayed(
+        delay: Duration,
+        responder: impl Fn(&Received) -> (u16, Vec<(String, String)>, String) + Send + Sync + 'static,
+    ) -> Backend {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = BackendState {
             tx,
+            delay,
             responder: Arc::new(responder),
         };
         let app = Router::new().fallback(record).with_state(state);
@@ -365,76 +393,9 @@ impl Drop for Backend {
     }
 }
 
+/// Records a request, waits the backend's delay, answers what its responder says.
 async fn record(
     State(state): State<BackendState>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let received = Received {
-        path: uri.path().to_owned(),
-        headers,
-        body,
-    };
-    let (status, body) = (state.responder)(&received);
-    let _ = state.tx.send(received);
-    (StatusCode::from_u16(status).unwrap(), body).into_response()
-}
-
-// ---- Added for tests/handshake.rs: backends that delay and/or set response headers ----
-
-/// How a [`Backend::with_headers`] backend answers: `(status, headers, body)`.
-pub type HeaderResponder =
-    Arc<dyn Fn(&Received) -> (u16, Vec<(String, String)>, String) + Send + Sync>;
-
-#[derive(Clone)]
-struct DelayedState {
-    tx: mpsc::UnboundedSender<Received>,
-    delay: Duration,
-    responder: HeaderResponder,
-}
-
-impl Backend {
-    /// A backend that records each request on arrival, then waits `delay`
-    /// (`tokio::time::sleep` in the handler) before answering 200 with an empty body.
-    pub async fn slow(delay: Duration) -> Backend {
-        Self::with_headers_delayed(delay, |_| (200, Vec::new(), String::new())).await
-    }
-
-    /// A backend answering with `responder`, which also chooses response headers.
-    pub async fn with_headers(
-        responder: impl Fn(&Received) -> (u16, Vec<(String, String)>, String) + Send + Sync + 'static,
-    ) -> Backend {
-        Self::with_headers_delayed(Duration::ZERO, responder).await
-    }
-
-    /// Like [`Backend::with_headers`], answering only after `delay`.
-    pub async fn with_headers_delayed(
-        delay: Duration,
-        responder: impl Fn(&Received) -> (u16, Vec<(String, String)>, String) + Send + Sync + 'static,
-    ) -> Backend {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let state = DelayedState {
-            tx,
-            delay,
-            responder: Arc::new(responder),
-        };
-        let app = Router::new().fallback(record_delayed).with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Backend {
-            addr,
-            rx: tokio::sync::Mutex::new(rx),
-            task,
-        }
-    }
-}
-
-async fn record_delayed(
-    State(state): State<DelayedState>,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,

@@ -67,45 +67,27 @@ async fn measure(
             .map(|_| {
                 let (tickets, sources) = (tickets.clone(), sources.clone());
                 tokio::spawn(async move {
-                    let mut hist = stats::histogram();
-                    let (mut errors, mut first_error) = (0u64, None::<String>);
+                    let mut sample = Sample::default();
                     while tickets.fetch_add(1, Ordering::Relaxed) < count
                         && Instant::now() < deadline
                     {
                         match one(addr, path, &sources).await {
-                            Ok(us) => stats::record(&mut hist, us),
-                            Err(e) => {
-                                errors += 1;
-                                first_error.get_or_insert(format!("{e:#}"));
-                            }
+                            Ok(us) => stats::record(&mut sample.hist, us),
+                            Err(e) => sample.error(format!("{e:#}")),
                         }
                     }
-                    (hist, errors, first_error)
+                    sample
                 })
             })
             .collect();
-        async move {
-            let mut all = stats::histogram();
-            let (mut errors, mut first_error) = (0u64, None);
-            for task in tasks {
-                let (hist, e, fe) = task.await?;
-                let _ = all.add(&hist);
-                errors += e;
-                first_error = first_error.or(fe);
-            }
-            Ok::<_, anyhow::Error>((all, errors, first_error))
-        }
+        Sample::gather(tasks)
     };
     run(warmup).await?;
     let start = Instant::now();
-    let (hist, errors, first_error) = run(n).await?;
-    Ok(Sample {
-        hist,
-        errors,
-        first_error,
-        elapsed: start.elapsed().as_secs_f64(),
-        timed_out: Instant::now() > deadline,
-    })
+    let mut sample = run(n).await?;
+    sample.elapsed = start.elapsed().as_secs_f64();
+    sample.timed_out = Instant::now() > deadline;
+    Ok(sample)
 }
 
 /// The baseline, the gateway and the gateway with a mock `$connect` run side by side and

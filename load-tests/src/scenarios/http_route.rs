@@ -11,20 +11,18 @@
 //! latency the gateway adds; it is reported beside, not used for the target.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
 use serde_json::{Value, json};
-use tokio::sync::Barrier;
 
-use super::{Common, Expect, Loop, round_trips};
+use super::{Common, Exchange, Expect, Failed, Loop, drive, round_trips};
 use crate::client::HttpConn;
 use crate::procs::{DefaultRoute, Gateway, GatewayConfig, Helper, gateway_binary};
 use crate::report::{Table, latency_cells, latency_header, num};
 use crate::servers::{BACKEND_ANSWER, BACKEND_FRAME};
-use crate::stats::{self, Sample};
+use crate::stats::Sample;
 
 /// `loadgen http-route` options.
 #[derive(clap::Args, Clone, Debug)]
@@ -66,76 +64,40 @@ fn sample_event(seq: usize) -> String {
     .to_string()
 }
 
-/// POSTs straight to the backend, closed-loop or paced (see [`Loop::every`]).
+/// A keep-alive HTTP connection POSTing MESSAGE-sized events straight to the backend.
+struct DirectClient {
+    http: HttpConn,
+}
+
+impl Exchange for DirectClient {
+    type Request = Bytes;
+
+    fn request(&self, _c: usize, i: usize) -> Bytes {
+        Bytes::from(sample_event(i))
+    }
+
+    async fn exchange(&mut self, body: Bytes) -> Result<(), Failed> {
+        let why = match self
+            .http
+            .request(hyper::Method::POST, "/events", body)
+            .await
+        {
+            Ok((200, answer)) if answer == BACKEND_ANSWER.as_bytes() => return Ok(()),
+            Ok((status, _)) => format!("backend answered {status}"),
+            Err(e) => format!("{e:#}"),
+        };
+        Err(Failed { why, fatal: false })
+    }
+}
+
+/// POSTs straight to the backend over `size.conns` connections (see [`drive`]).
 async fn direct(backend: SocketAddr, size: Loop, limit: Duration) -> Result<Sample> {
-    let conns = size.conns.max(1);
-    let barrier = Arc::new(Barrier::new(conns + 1));
-    let deadline = Instant::now() + limit;
-    let (warmup, msgs) = (size.warmup, size.msgs);
-    let tasks: Vec<_> = (0..conns)
-        .map(|c| {
-            let barrier = barrier.clone();
-            tokio::spawn(async move {
-                let mut http = HttpConn::new(backend);
-                let mut hist = stats::histogram();
-                let (mut errors, mut first_error) = (0u64, None::<String>);
-                let mut timed_start = Instant::now();
-                for i in 0..warmup + msgs {
-                    if i == warmup {
-                        barrier.wait().await;
-                        timed_start = Instant::now();
-                    }
-                    if i >= warmup {
-                        size.pace(timed_start, c, i - warmup).await;
-                    }
-                    if Instant::now() > deadline {
-                        if i < warmup {
-                            continue;
-                        }
-                        break;
-                    }
-                    let body = Bytes::from(sample_event(i));
-                    let sent = Instant::now();
-                    match http.request(hyper::Method::POST, "/events", body).await {
-                        Ok((200, answer)) if answer == BACKEND_ANSWER.as_bytes() => {
-                            if i >= warmup {
-                                stats::record(&mut hist, sent.elapsed().as_micros() as u64);
-                            }
-                        }
-                        Ok((status, _)) => {
-                            errors += 1;
-                            first_error.get_or_insert(format!("backend answered {status}"));
-                        }
-                        Err(e) => {
-                            errors += 1;
-                            first_error.get_or_insert(format!("{e:#}"));
-                        }
-                    }
-                }
-                if msgs == 0 {
-                    barrier.wait().await;
-                }
-                (hist, errors, first_error)
-            })
+    let clients = (0..size.conns.max(1))
+        .map(|_| DirectClient {
+            http: HttpConn::new(backend),
         })
         .collect();
-    barrier.wait().await;
-    let start = Instant::now();
-    let mut all = stats::histogram();
-    let (mut errors, mut first_error) = (0u64, None);
-    for task in tasks {
-        let (hist, e, fe) = task.await?;
-        let _ = all.add(&hist);
-        errors += e;
-        first_error = first_error.or(fe);
-    }
-    Ok(Sample {
-        hist: all,
-        errors,
-        first_error,
-        elapsed: start.elapsed().as_secs_f64(),
-        timed_out: Instant::now() > deadline,
-    })
+    drive(clients, size, limit).await
 }
 
 /// Directly and through the gateway in alternating rounds, against one backend process:

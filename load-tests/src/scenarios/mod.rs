@@ -1,5 +1,6 @@
-//! The scenarios (one module each) and the measuring loops several of them share: closed-loop
-//! round trips over WebSocket connections, and timed group broadcasts. Every loop is bounded
+//! The scenarios (one module each) and the measuring loops several of them share: request
+//! loops over many connections (closed-loop or paced; [`drive`], with WebSocket round trips
+//! as [`round_trips`]), and timed group broadcasts. Every loop is bounded
 //! by a count and by `--max-secs`.
 
 pub mod callback;
@@ -81,9 +82,135 @@ impl Loop {
     }
 }
 
-/// Round trips: `conns` clients each send `warmup` untimed then `msgs` timed messages, one
-/// at a time, awaiting each reply (closed loop, or paced: see [`Loop::every`]). Latency is
-/// from each send to its reply.
+/// A request that failed.
+pub struct Failed {
+    /// Why, for the report.
+    pub why: String,
+    /// The connection is unusable: it sends nothing more.
+    pub fatal: bool,
+}
+
+/// One connection of a [`drive`]n loop: what it sends and how it checks the answer.
+pub trait Exchange: Send + 'static {
+    /// A request, built before its clock starts.
+    type Request: Send;
+
+    /// Request `i` of connection `c`.
+    fn request(&self, c: usize, i: usize) -> Self::Request;
+
+    /// Sends `request` and awaits a correct answer.
+    fn exchange(
+        &mut self,
+        request: Self::Request,
+    ) -> impl Future<Output = Result<(), Failed>> + Send;
+
+    /// After the last request.
+    fn finish(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// Runs one task per connection: `warmup` untimed then `msgs` timed requests each, one at a
+/// time (closed loop, or paced: see [`Loop::every`]), the timed ones starting together.
+/// Latency is from each send to its answer.
+pub async fn drive<E: Exchange>(conns: Vec<E>, size: Loop, limit: Duration) -> Result<Sample> {
+    let Loop { msgs, warmup, .. } = size;
+    let barrier = Arc::new(Barrier::new(conns.len() + 1));
+    let deadline = Instant::now() + limit;
+    let workers = conns
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut conn)| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                let mut sample = Sample::default();
+                let mut failed = false;
+                let mut timed_start = Instant::now();
+                for i in 0..warmup + msgs {
+                    if i == warmup {
+                        barrier.wait().await;
+                        timed_start = Instant::now();
+                    }
+                    if failed || Instant::now() > deadline {
+                        if i < warmup {
+                            continue; // still owes the barrier its wait
+                        }
+                        break;
+                    }
+                    if i >= warmup {
+                        size.pace(timed_start, c, i - warmup).await;
+                    }
+                    let request = conn.request(c, i);
+                    let sent = Instant::now();
+                    match conn.exchange(request).await {
+                        Ok(()) if i >= warmup => {
+                            stats::record(&mut sample.hist, sent.elapsed().as_micros() as u64);
+                        }
+                        Ok(()) => {}
+                        Err(e) => {
+                            failed = e.fatal;
+                            sample.error(e.why);
+                        }
+                    }
+                }
+                if msgs == 0 {
+                    barrier.wait().await;
+                }
+                conn.finish().await;
+                sample
+            })
+        })
+        .collect();
+    barrier.wait().await;
+    let start = Instant::now();
+    let mut sample = Sample::gather(workers).await?;
+    sample.elapsed = start.elapsed().as_secs_f64();
+    sample.timed_out = Instant::now() > deadline;
+    Ok(sample)
+}
+
+/// A WebSocket client sending `{"action":"echo",…}` messages and expecting `expect`.
+struct EchoClient {
+    ws: client::Ws,
+    expect: Expect,
+    padding: String,
+}
+
+impl Exchange for EchoClient {
+    type Request = String;
+
+    fn request(&self, c: usize, i: usize) -> String {
+        let padding = &self.padding;
+        format!(r#"{{"action":"echo","conn":{c},"seq":{i},"pad":"{padding}"}}"#)
+    }
+
+    async fn exchange(&mut self, text: String) -> Result<(), Failed> {
+        let fatal = |e: anyhow::Error| Failed {
+            why: e.to_string(),
+            fatal: true,
+        };
+        self.ws
+            .send(Message::text(text.clone()))
+            .await
+            .map_err(|e| fatal(e.into()))?;
+        let reply = client::next_text(&mut self.ws).await.map_err(fatal)?;
+        match self.expect {
+            Expect::Same if reply == text => Ok(()),
+            Expect::Text(t) if reply == t => Ok(()),
+            _ => Err(Failed {
+                why: format!("unexpected reply {reply}"),
+                fatal: false,
+            }),
+        }
+    }
+
+    async fn finish(&mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// Round trips over `size.conns` WebSocket connections to `path` (see [`drive`]): each
+/// message is `{"action":"echo",…}` and the reply must be `expect`.
 pub async fn round_trips(
     addr: SocketAddr,
     path: &str,
@@ -91,99 +218,24 @@ pub async fn round_trips(
     expect: Expect,
     limit: Duration,
 ) -> Result<Sample> {
-    let Loop {
-        conns,
-        msgs,
-        warmup,
-        pad,
-        ..
-    } = size;
     let sources = SourceAddrs::fresh();
-    let clients: Vec<Result<client::Ws>> = futures_util::stream::iter(0..conns)
+    let clients: Vec<Result<client::Ws>> = futures_util::stream::iter(0..size.conns)
         .map(|_| client::ws_connect(addr, path, sources.next()))
         .buffered(32)
         .collect()
         .await;
-    let clients: Vec<client::Ws> = clients.into_iter().collect::<Result<_>>()?;
-    let barrier = Arc::new(Barrier::new(conns + 1));
-    let deadline = Instant::now() + limit;
-    let padding = "x".repeat(pad);
-    let mut tasks = Vec::new();
-    for (c, mut ws) in clients.into_iter().enumerate() {
-        let barrier = barrier.clone();
-        let padding = padding.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut hist = stats::histogram();
-            let (mut errors, mut first_error) = (0u64, None::<String>);
-            let mut failed = false;
-            let mut timed_start = Instant::now();
-            for i in 0..warmup + msgs {
-                if i == warmup {
-                    barrier.wait().await;
-                    timed_start = Instant::now();
-                }
-                if i >= warmup {
-                    size.pace(timed_start, c, i - warmup).await;
-                }
-                if failed || Instant::now() > deadline {
-                    if i < warmup {
-                        continue; // still owes the barrier its wait
-                    }
-                    break;
-                }
-                let text = format!(r#"{{"action":"echo","conn":{c},"seq":{i},"pad":"{padding}"}}"#);
-                let sent = Instant::now();
-                let outcome = async {
-                    ws.send(Message::text(text.clone())).await?;
-                    client::next_text(&mut ws).await
-                }
-                .await;
-                let error = match outcome {
-                    Ok(reply) => match expect {
-                        Expect::Same if reply == text => None,
-                        Expect::Text(t) if reply == t => None,
-                        _ => Some(format!("unexpected reply {reply}")),
-                    },
-                    Err(e) => {
-                        failed = true;
-                        Some(e.to_string())
-                    }
-                };
-                match error {
-                    None if i >= warmup => {
-                        stats::record(&mut hist, sent.elapsed().as_micros() as u64);
-                    }
-                    None => {}
-                    Some(e) => {
-                        errors += 1;
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-            if msgs == 0 {
-                barrier.wait().await;
-            }
-            let _ = ws.close(None).await;
-            (hist, errors, first_error)
-        }));
-    }
-    barrier.wait().await;
-    let start = Instant::now();
-    let mut all = stats::histogram();
-    let (mut errors, mut first_error) = (0u64, None);
-    for task in tasks {
-        let (hist, e, fe) = task.await?;
-        let _ = all.add(&hist);
-        errors += e;
-        first_error = first_error.or(fe);
-    }
-    Ok(Sample {
-        hist: all,
-        errors,
-        first_error,
-        elapsed: start.elapsed().as_secs_f64(),
-        timed_out: Instant::now() > deadline,
-    })
+    let padding = "x".repeat(size.pad);
+    let clients = clients
+        .into_iter()
+        .map(|ws| {
+            Ok(EchoClient {
+                ws: ws?,
+                expect,
+                padding: padding.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    drive(clients, size, limit).await
 }
 
 /// What [`broadcasts`] measured; rounds against the same server add up with
