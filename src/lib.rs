@@ -19,6 +19,7 @@ pub mod integrations;
 pub mod lifecycle;
 pub mod management;
 pub mod routing;
+pub mod state;
 pub mod telemetry;
 pub mod throttle;
 pub mod tls;

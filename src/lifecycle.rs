@@ -24,9 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::api::Api;
-use crate::app::AppState;
 use crate::config::{ConfigError, Settings};
-use crate::connections::CloseRequest;
+use crate::connections::Close;
+use crate::state::AppState;
 use crate::telemetry::metrics;
 
 /// Loads the configuration again (same file, same environment).
@@ -93,10 +93,7 @@ pub async fn drain(state: &AppState, reason: StopReason, period: Duration) {
     while !remaining.is_empty() {
         let (now, later) = remaining.split_at(per_tick.min(remaining.len()));
         for handle in now {
-            handle.shared.request_close(CloseRequest {
-                code,
-                reason: text.to_owned(),
-            });
+            handle.shared.request_close(Close::new(code, text));
         }
         remaining = later;
         if !remaining.is_empty() {

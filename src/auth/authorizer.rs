@@ -27,8 +27,7 @@ use super::{Handshake, Refusal, Verdict};
 use crate::config::{ConfigError, HttpAuthorizerSettings, IdentitySource};
 use crate::connections::id::request_id;
 use crate::connections::now_ms;
-use crate::edge::handshake::title_case;
-use crate::integrations::event::{Event, EventDetail};
+use crate::integrations::event::{Event, EventDetail, header_pairs};
 use crate::integrations::http::HttpClient;
 use crate::routing::keys;
 
@@ -238,16 +237,7 @@ impl HttpAuthorizer {
 
     /// AWS's REQUEST-authorizer event for this handshake.
     fn event(&self, handshake: &Handshake<'_>, method_arn: &str) -> Vec<u8> {
-        let mut headers: Vec<(String, String)> = handshake
-            .headers
-            .iter()
-            .map(|(name, value)| {
-                (
-                    title_case(name.as_str()),
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let mut headers = header_pairs(handshake.headers, &[]);
         if !handshake.headers.contains_key(header::CONTENT_LENGTH) {
             headers.push(("content-length".to_owned(), "0".to_owned()));
         }

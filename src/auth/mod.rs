@@ -17,56 +17,16 @@ pub mod origin;
 pub mod policy;
 pub mod sigv4;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use http::{HeaderMap, StatusCode};
-use serde::de::{Deserialize, Deserializer};
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use tracing::{Span, info};
 
 use crate::config::{AuthorizerKind, ConfigError, IdentitySource, Settings};
+pub use crate::connections::AuthorizerContext;
 use crate::connections::ConnInfo;
 use crate::integrations::http::HttpClient;
-
-/// What an authorizer said about a connection: `principalId` and a context whose values
-/// are strings (numbers and booleans stringified, as AWS does). Fixed for the connection's
-/// lifetime; serialised flat, as `requestContext.authorizer` is:
-/// `{"principalId": "user-1", "tenant": "acme"}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuthorizerContext {
-    /// The principal the authorizer named, if it named one.
-    pub principal_id: Option<String>,
-    /// Context entries (a `principalId` entry here is ignored in favour of the field).
-    pub context: BTreeMap<String, String>,
-}
-
-impl Serialize for AuthorizerContext {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        if let Some(principal) = &self.principal_id {
-            map.serialize_entry("principalId", principal)?;
-        }
-        for (key, value) in &self.context {
-            if key != "principalId" {
-                map.serialize_entry(key, value)?;
-            }
-        }
-        map.end()
-    }
-}
-
-impl<'de> Deserialize<'de> for AuthorizerContext {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut context = BTreeMap::<String, String>::deserialize(deserializer)?;
-        let principal_id = context.remove("principalId");
-        Ok(Self {
-            principal_id,
-            context,
-        })
-    }
-}
 
 /// A handshake as admission sees it.
 #[derive(Debug, Clone, Copy)]
@@ -314,6 +274,8 @@ pub(crate) fn stringify(value: &serde_json::Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{ConnectionRecord, GroupName, Page};
 use crate::connections::{
-    CloseRequest, ConnHandle, ConnShared, ConnectionId, NodeTag, Registry, SendError,
+    Close, ConnHandle, ConnShared, ConnectionId, NodeTag, Registry, SendError,
 };
 
 /// What a broadcast did on one node.
@@ -54,7 +54,7 @@ impl Local {
     }
 
     /// Asks a local connection to close.
-    pub fn close(&self, id: &ConnectionId, request: CloseRequest) -> Result<(), SendError> {
+    pub fn close(&self, id: &ConnectionId, request: Close) -> Result<(), SendError> {
         let handle = self.registry.get(id).ok_or(SendError::Gone)?;
         handle.shared.request_close(request);
         Ok(())

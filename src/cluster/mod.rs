@@ -18,8 +18,13 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::connections::{CloseRequest, ConnShared, ConnectionId, SendError};
-use crate::edge::close::Close;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ClusterSettings;
+use crate::connections::{
+    Close, ConnHandle, ConnInfo, ConnShared, ConnectionId, NodeTag, SendError,
+};
 use local::{Fanout, Local};
 
 /// Why an operation on a connection did not happen.
@@ -95,7 +100,7 @@ pub struct ConnectionRecord {
     /// The authorizer's principal and context (kept so another node's GET and a reaped
     /// `$disconnect` still carry them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authorizer: Option<crate::auth::AuthorizerContext>,
+    pub authorizer: Option<crate::connections::AuthorizerContext>,
 }
 
 impl ConnectionRecord {
@@ -111,6 +116,24 @@ impl ConnectionRecord {
             domain_name: info.domain_name.clone(),
             authorizer: info.authorizer.as_deref().cloned(),
         }
+    }
+}
+
+impl ConnectionRecord {
+    /// What the gateway knew of the connection (for a `$disconnect` fired on its behalf
+    /// after its node died); `None` for a record that does not parse.
+    pub fn info(&self) -> Option<ConnInfo> {
+        let id = ConnectionId::parse(&self.connection_id)?;
+        Some(ConnInfo {
+            id,
+            id_text: self.connection_id.clone(),
+            connected_at_ms: self.connected_at,
+            source_ip: self.source_ip.parse().ok()?,
+            user_agent: self.user_agent.clone(),
+            stage: self.stage.as_str().into(),
+            domain_name: self.domain_name.clone(),
+            authorizer: self.authorizer.clone().map(Arc::new),
+        })
     }
 }
 
@@ -135,7 +158,31 @@ pub struct Cluster {
     pub backplane: Backplane,
 }
 
+/// The connections of nodes found dead, one record each, for `$disconnect` (the
+/// composition root wires it; in memory it ends at once: no other node can die).
+pub type NodeDeaths = tokio::sync::mpsc::Receiver<ConnectionRecord>;
+
 impl Cluster {
+    /// Starts this node's cluster: in memory, or on Redis when `cluster.redis_url` is set
+    /// (connecting lazily, its tasks spawned through `tracker` until `shutdown`).
+    pub fn start(
+        settings: &ClusterSettings,
+        node: NodeTag,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<(Self, NodeDeaths), ::redis::RedisError> {
+        let local = Arc::new(Local::new(node));
+        let (backplane, deaths) = if settings.redis_url.expose().is_empty() {
+            let (_, none) = tokio::sync::mpsc::channel(1);
+            (Backplane::Memory(memory::MemoryBackplane), none)
+        } else {
+            let (redis, deaths) =
+                redis::RedisBackplane::start(settings, local.clone(), tracker, shutdown)?;
+            (Backplane::Redis(redis), deaths)
+        };
+        Ok((Self { local, backplane }, deaths))
+    }
+
     /// Queues a frame for a connection anywhere in the cluster. `Ok` means the owning
     /// node queued it (acknowledged).
     pub async fn post(&self, id: &ConnectionId, message: Message) -> Result<(), DeliveryError> {
@@ -161,11 +208,7 @@ impl Cluster {
     /// Closes a connection anywhere in the cluster.
     pub async fn close(&self, id: &ConnectionId, close: Close) -> Result<(), DeliveryError> {
         if id.node() == self.local.node {
-            let request = CloseRequest {
-                code: close.code,
-                reason: close.reason,
-            };
-            return Ok(self.local.close(id, request)?);
+            return Ok(self.local.close(id, close)?);
         }
         let op = wire::Op::Delete {
             code: close.code,
@@ -279,8 +322,10 @@ impl Cluster {
         }
     }
 
-    /// Records a new local connection (in the background; never waits for Redis).
-    pub fn connected(&self, shared: &ConnShared) {
+    /// Registers a new local connection, and records it cluster-wide (in the background;
+    /// never waits for Redis). Mirror: [`Cluster::disconnected`].
+    pub fn connected(&self, shared: &Arc<ConnShared>) {
+        self.local.registry.insert(ConnHandle::new(shared.clone()));
         self.record(|r| r.connected(shared));
     }
 

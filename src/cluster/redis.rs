@@ -32,6 +32,7 @@ use redis::AsyncCommands as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::keys::{self, Keys};
@@ -39,11 +40,14 @@ use super::local::Local;
 use super::wire::{Op, Payload, Wire};
 use super::{ConnectionRecord, DeliveryError, GroupName, Page};
 use crate::config::ClusterSettings;
-use crate::connections::{CloseRequest, ConnShared, ConnectionId, SendError, now_ms};
+use crate::connections::{Close, ConnShared, ConnectionId, SendError, now_ms};
 use crate::telemetry::metrics;
 
-/// Called for each connection of a node found dead.
-pub type NodeDeathHook = Arc<dyn Fn(ConnectionRecord) + Send + Sync>;
+/// The connections of nodes found dead, for `$disconnect` (wired by the composition root).
+pub type NodeDeaths = mpsc::Receiver<ConnectionRecord>;
+
+/// Records of dead nodes' connections that may wait for the `$disconnect` hook.
+const DEATH_QUEUE: usize = 1024;
 
 /// Most commands sent in one pipeline by the writer and by a resync.
 const BATCH: usize = 512;
@@ -78,7 +82,10 @@ pub struct RedisBackplane {
     writes: mpsc::Sender<Write>,
     lease_ttl: Duration,
     request_timeout: Duration,
-    on_node_death: NodeDeathHook,
+    /// Each connection of a reaped node, for `$disconnect`.
+    deaths: mpsc::Sender<ConnectionRecord>,
+    /// Spawns the backplane's tasks, so shutdown waits for them.
+    tracker: TaskTracker,
 }
 
 impl std::fmt::Debug for RedisBackplane {
@@ -91,13 +98,14 @@ impl std::fmt::Debug for RedisBackplane {
 
 impl RedisBackplane {
     /// Connects (lazily: a node starts even while Redis is down) and starts the
-    /// subscriber, lease, reaper and writer tasks, which stop when `shutdown` is cancelled.
+    /// subscriber, lease, reaper and writer tasks through `tracker`; they stop when
+    /// `shutdown` is cancelled. The receiver yields each connection of a node found dead.
     pub fn start(
         settings: &ClusterSettings,
         local: Arc<Local>,
-        on_node_death: NodeDeathHook,
+        tracker: &TaskTracker,
         shutdown: CancellationToken,
-    ) -> Result<Arc<Self>, redis::RedisError> {
+    ) -> Result<(Arc<Self>, NodeDeaths), redis::RedisError> {
         let client = redis::Client::open(settings.redis_url.expose())?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -106,6 +114,7 @@ impl RedisBackplane {
             .set_max_delay(Duration::from_millis(500));
         let conn = client.get_connection_manager_lazy(config)?;
         let (writes, write_rx) = mpsc::channel(settings.write_queue);
+        let (deaths, death_rx) = mpsc::channel(DEATH_QUEUE);
         let backplane = Arc::new(Self {
             tag: keys::tag(local.node),
             keys: Keys::new(&settings.key_prefix),
@@ -120,13 +129,14 @@ impl RedisBackplane {
             writes,
             lease_ttl: Duration::from_millis(settings.lease_ttl_ms),
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
-            on_node_death,
+            deaths,
+            tracker: tracker.clone(),
         });
-        tokio::spawn(backplane.clone().subscriber(shutdown.clone()));
-        tokio::spawn(backplane.clone().lease_keeper(shutdown.clone()));
-        tokio::spawn(backplane.clone().reaper(shutdown.clone()));
-        tokio::spawn(backplane.clone().writer(write_rx, shutdown));
-        Ok(backplane)
+        tracker.spawn(backplane.clone().subscriber(shutdown.clone()));
+        tracker.spawn(backplane.clone().lease_keeper(shutdown.clone()));
+        tracker.spawn(backplane.clone().reaper(shutdown.clone()));
+        tracker.spawn(backplane.clone().writer(write_rx, shutdown));
+        Ok((backplane, death_rx))
     }
 
     /// Whether Redis is reachable and this node is registered and subscribed.
@@ -428,7 +438,7 @@ impl RedisBackplane {
                 let reply = Wire::Reply { req, status, body };
                 let channel = self.keys.inbox(&from);
                 let mut redis = self.conn.clone();
-                tokio::spawn(async move {
+                self.tracker.spawn(async move {
                     if let Ok(text) = serde_json::to_string(&reply) {
                         let _ = redis.publish::<_, _, i64>(channel, text).await;
                     }
@@ -471,10 +481,9 @@ impl RedisBackplane {
                 Some(description) => (200, serde_json::to_string(&description).ok()),
                 None => (410, None),
             },
-            Op::Delete { code, reason } => (
-                status(self.local.close(&id, CloseRequest { code, reason })),
-                None,
-            ),
+            Op::Delete { code, reason } => {
+                (status(self.local.close(&id, Close { code, reason })), None)
+            }
             Op::Join { group } => {
                 match GroupName::parse(&group).map(|name| self.local.join(&name, &id)) {
                     Some(Ok(newly)) => {
@@ -698,7 +707,7 @@ impl RedisBackplane {
         warn!(dead_node = %tag, connections = records.len(), "node lease lapsed: removed its connections");
         for (_, json) in records {
             if let Ok(record) = serde_json::from_str::<ConnectionRecord>(&json) {
-                (self.on_node_death)(record);
+                let _ = self.deaths.send(record).await;
             }
         }
         Ok(())

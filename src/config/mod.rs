@@ -5,6 +5,7 @@
 //! integration machinery (parsing the selection expression, mock templates) run when the
 //! gateway builds its [`crate::api::Api`], which reports errors in the same shape.
 
+pub mod access_log;
 mod auth;
 mod limits;
 mod settings;
@@ -185,7 +186,7 @@ impl Settings {
                 ));
             }
         }
-        crate::telemetry::access_log::validate(&self.access_log.format)?;
+        access_log::parse(&self.access_log.format)?;
         if self.access_log.destination.is_empty() {
             return Err(ConfigError::invalid(
                 "access_log.destination",

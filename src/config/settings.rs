@@ -256,7 +256,7 @@ impl Default for AccessLogSettings {
         Self {
             enabled: false,
             destination: "stdout".into(),
-            format: crate::telemetry::access_log::DEFAULT_FORMAT.into(),
+            format: super::access_log::DEFAULT_FORMAT.into(),
         }
     }
 }

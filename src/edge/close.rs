@@ -1,76 +1,26 @@
-//! Close codes: what the gateway sends when it closes a connection, what `$disconnect`
-//! reports, and how a protocol error from the client maps to a code.
+//! How a read error from the client maps to the close the gateway sends (or, when the
+//! socket is unusable, to the 1006 it reports).
 
 use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 
-/// A close code with its reason text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Close {
-    /// The code.
-    pub code: u16,
-    /// The reason.
-    pub reason: String,
-}
+use crate::connections::Close;
+use crate::connections::close::truncate_reason;
 
-impl Close {
-    /// A close from a code and reason.
-    pub fn new(code: u16, reason: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason: reason.into(),
-        }
+/// The close for a read error: `Ok` to send, `Err` when the socket is unusable and the
+/// close can only be reported.
+pub fn for_error(error: &WsError) -> Result<Close, Close> {
+    match error {
+        WsError::Capacity(_) => Ok(Close::too_big()),
+        WsError::Utf8(_) => Ok(Close::new(1007, "Invalid UTF-8 in text frame")),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+        | WsError::ConnectionClosed
+        | WsError::AlreadyClosed
+        | WsError::Io(_) => Err(Close::abnormal("Connection closed abnormally")),
+        WsError::Protocol(e) => Ok(Close::new(
+            1002,
+            truncate_reason(&format!("Protocol error: {e}")),
+        )),
+        _ => Ok(Close::new(1011, "Internal error")),
     }
-
-    /// 1000, as AWS reports a DELETE.
-    pub fn normal() -> Self {
-        Self::new(1000, "Connection Closed Normally")
-    }
-    /// 1001: idle timeout, maximum lifetime, shutdown.
-    pub fn going_away() -> Self {
-        Self::new(1001, "Going away")
-    }
-    /// 1005: the client's close frame had no status (reported, never sent).
-    pub fn no_status() -> Self {
-        Self::new(1005, "Client-side close frame status not set")
-    }
-    /// 1006: the connection dropped without a close handshake (reported, never sent).
-    pub fn abnormal(reason: &str) -> Self {
-        Self::new(1006, reason)
-    }
-    /// 1003: a binary frame when binary frames are rejected.
-    pub fn unsupported_binary() -> Self {
-        Self::new(1003, "Binary frames are not supported")
-    }
-
-    /// The close for a read error; `None` when the socket is unusable and nothing can be sent.
-    pub fn for_error(error: &WsError) -> Result<Self, Self> {
-        match error {
-            WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-                Ok(Self::new(1009, "Message too big"))
-            }
-            WsError::Capacity(_) => Ok(Self::new(1009, "Message too big")),
-            WsError::Utf8(_) => Ok(Self::new(1007, "Invalid UTF-8 in text frame")),
-            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
-            | WsError::ConnectionClosed
-            | WsError::AlreadyClosed
-            | WsError::Io(_) => Err(Self::abnormal("Connection closed abnormally")),
-            WsError::Protocol(e) => Ok(Self::new(1002, truncate(&format!("Protocol error: {e}")))),
-            _ => Ok(Self::new(1011, "Internal error")),
-        }
-    }
-}
-
-/// Close reasons are at most 123 bytes; cut on a character boundary.
-fn truncate(text: &str) -> String {
-    let mut end = text.len().min(123);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
-}
-
-/// Whether a server may send `code` in a close frame (RFC 6455 §7.4).
-pub fn is_sendable(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1009 | 1011..=1014 | 3000..=4999)
 }

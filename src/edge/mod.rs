@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Accepts clients until shutdown.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>) {

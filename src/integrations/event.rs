@@ -7,9 +7,20 @@
 use std::collections::BTreeMap;
 
 use chrono::{TimeZone as _, Utc};
+use http::{HeaderMap, HeaderName};
 use serde::Serialize;
 
-use crate::connections::ConnInfo;
+use crate::connections::{Close, ConnInfo, now_ms};
+
+/// The reserved route keys.
+pub mod keys {
+    /// Runs before the handshake is accepted.
+    pub const CONNECT: &str = "$connect";
+    /// Runs after every close.
+    pub const DISCONNECT: &str = "$disconnect";
+    /// Catches messages no other route matches.
+    pub const DEFAULT: &str = "$default";
+}
 
 /// Which of the three event types this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +90,71 @@ pub struct Event<'a> {
     pub detail: EventDetail<'a>,
 }
 
-impl Event<'_> {
+impl<'a> Event<'a> {
+    /// The CONNECT event of a handshake (its time is the connection's `connectedAt`).
+    pub fn connect(
+        conn: &'a ConnInfo,
+        api_id: &'a str,
+        request_id: &'a str,
+        headers: &'a [(String, String)],
+        query: &'a [(String, String)],
+    ) -> Self {
+        Self {
+            conn,
+            api_id,
+            route_key: keys::CONNECT,
+            request_id,
+            request_time_ms: conn.connected_at_ms,
+            detail: EventDetail::Connect { headers, query },
+        }
+    }
+
+    /// The MESSAGE event of a message received at `received_ms` and routed to `route_key`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn message(
+        conn: &'a ConnInfo,
+        api_id: &'a str,
+        route_key: &'a str,
+        request_id: &'a str,
+        received_ms: i64,
+        message_id: &'a str,
+        body: &'a str,
+        is_base64: bool,
+    ) -> Self {
+        Self {
+            conn,
+            api_id,
+            route_key,
+            request_id,
+            request_time_ms: received_ms,
+            detail: EventDetail::Message {
+                message_id,
+                body,
+                is_base64,
+            },
+        }
+    }
+
+    /// The DISCONNECT event of a close, now.
+    pub fn disconnect(
+        conn: &'a ConnInfo,
+        api_id: &'a str,
+        request_id: &'a str,
+        close: &'a Close,
+    ) -> Self {
+        Self {
+            conn,
+            api_id,
+            route_key: keys::DISCONNECT,
+            request_id,
+            request_time_ms: now_ms(),
+            detail: EventDetail::Disconnect {
+                code: close.code,
+                reason: &close.reason,
+            },
+        }
+    }
+
     /// CONNECT, MESSAGE or DISCONNECT.
     pub fn event_type(&self) -> EventType {
         match self.detail {
@@ -94,6 +169,22 @@ impl Event<'_> {
         match self.detail {
             EventDetail::Message { body, .. } => body,
             _ => "",
+        }
+    }
+
+    /// `requestContext.messageId` (MESSAGE only).
+    pub fn message_id(&self) -> Option<&'a str> {
+        match self.detail {
+            EventDetail::Message { message_id, .. } => Some(message_id),
+            _ => None,
+        }
+    }
+
+    /// `requestContext.disconnectStatusCode` and `disconnectReason` (DISCONNECT only).
+    pub fn disconnect_close(&self) -> Option<(u16, &'a str)> {
+        match self.detail {
+            EventDetail::Disconnect { code, reason } => Some((code, reason)),
+            _ => None,
         }
     }
 
@@ -177,6 +268,40 @@ impl Event<'_> {
     }
 }
 
+/// Handshake headers as `(Name, value)` pairs, as events present them, without the names
+/// in `skip` (the CONNECT event leaves out `Connection` and `Upgrade`, as AWS does). Names
+/// are title-cased (`sec-websocket-key` → `Sec-WebSocket-Key`) because the HTTP parser
+/// lowercases them.
+pub fn header_pairs(headers: &HeaderMap, skip: &[HeaderName]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| !skip.contains(name))
+        .map(|(name, value)| {
+            (
+                title_case(name.as_str()),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `x-forwarded-for` → `X-Forwarded-For`, with `WebSocket` spelled as browsers send it.
+pub fn title_case(name: &str) -> String {
+    name.split('-')
+        .map(|part| match part {
+            "websocket" => "WebSocket".to_owned(),
+            _ => {
+                let mut chars = part.chars();
+                match chars.next() {
+                    Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+                    None => String::new(),
+                }
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
 /// Formats epoch milliseconds as `dd/Mon/yyyy:HH:MM:SS +0000`.
 pub fn clf_time(epoch_ms: i64) -> String {
     match Utc.timestamp_millis_opt(epoch_ms).single() {
@@ -230,7 +355,7 @@ struct RequestContext<'a> {
     connection_id: &'a str,
     api_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    authorizer: Option<&'a crate::auth::AuthorizerContext>,
+    authorizer: Option<&'a crate::connections::AuthorizerContext>,
 }
 
 #[derive(Serialize)]
@@ -266,6 +391,14 @@ struct DisconnectEnvelope<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn title_cases_header_names() {
+        assert_eq!(title_case("sec-websocket-key"), "Sec-WebSocket-Key");
+        assert_eq!(title_case("x-forwarded-for"), "X-Forwarded-For");
+        assert_eq!(title_case("host"), "Host");
+        assert_eq!(title_case("x--y"), "X--Y");
+    }
     use crate::connections::{ConnectionId, NodeTag};
     use serde_json::Value;
 
@@ -412,7 +545,7 @@ mod tests {
             "$disconnect",
         );
         assert!(none["requestContext"].get("authorizer").is_none());
-        c.authorizer = Some(std::sync::Arc::new(crate::auth::AuthorizerContext {
+        c.authorizer = Some(std::sync::Arc::new(crate::connections::AuthorizerContext {
             principal_id: Some("user-1".into()),
             context: BTreeMap::from([("tenant".to_owned(), "acme".to_owned())]),
         }));

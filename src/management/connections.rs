@@ -14,10 +14,11 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::{Listing, iso, read_message};
-use crate::app::AppState;
 use crate::cluster::ConnectionRecord;
+use crate::connections::Close;
 use crate::connections::ConnectionId;
-use crate::edge::close::{Close, is_sendable};
+use crate::connections::close::is_sendable;
+use crate::state::AppState;
 
 /// POST: queue the body as one frame (text when it is UTF-8, binary otherwise).
 pub async fn post(state: &AppState, id: ConnectionId, body: Body) -> Result<Response, ApiError> {

@@ -15,9 +15,9 @@ use tracing::info;
 
 use super::error::ApiError;
 use super::{Listing, read_message};
-use crate::app::AppState;
 use crate::cluster::GroupName;
 use crate::connections::ConnectionId;
+use crate::state::AppState;
 
 /// PUT: add a connection to a group (204; idempotent).
 pub async fn add(

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::telemetry::metrics;
 
 /// 200 `{"status":"ready"}`, or 503 `{"status":"draining"|"backplane unavailable"}`.

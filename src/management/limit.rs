@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use http::{HeaderMap, header};
 
 use super::auth;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::throttle::Caller;
 
 /// Whether this call is over its caller's rate (answer 429 `LimitExceededException`).

@@ -27,9 +27,9 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{info, warn};
 
-use crate::app::AppState;
 use crate::cluster::DeliveryError;
 use crate::connections::id::request_id;
+use crate::state::AppState;
 use error::ApiError;
 use paths::{PathError, Target};
 

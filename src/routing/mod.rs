@@ -13,15 +13,8 @@ use crate::integrations::Integration;
 use crate::telemetry::metrics::RouteMetrics;
 pub use expression::{Evaluation, SelectionExpression};
 
-/// The reserved route keys.
-pub mod keys {
-    /// Runs before the handshake is accepted.
-    pub const CONNECT: &str = "$connect";
-    /// Runs after every close.
-    pub const DISCONNECT: &str = "$disconnect";
-    /// Catches messages no other route matches.
-    pub const DEFAULT: &str = "$default";
-}
+/// The reserved route keys (events name them too, so they live with the events).
+pub use crate::integrations::event::keys;
 
 /// One route.
 #[derive(Debug, Clone)]

@@ -11,96 +11,37 @@ use std::io::Write as _;
 
 use tokio::sync::mpsc;
 
+use crate::config::access_log::{Part, Var, parse};
 use crate::config::{AccessLogSettings, ConfigError};
-use crate::connections::ConnInfo;
-use crate::integrations::event::{EventType, clf_time};
+use crate::integrations::event::{Event, clf_time};
 use crate::telemetry::metrics;
-
-/// AWS's suggested JSON format for WebSocket access logs.
-pub const DEFAULT_FORMAT: &str = r#"{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","requestTime":"$context.requestTime","eventType":"$context.eventType","routeKey":"$context.routeKey","status":"$context.status","connectionId":"$context.connectionId","integrationLatency":"$context.integrationLatency"}"#;
 
 /// Lines that may wait for the writer.
 const QUEUE: usize = 8192;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Var {
-    ApiId,
-    ConnectedAt,
-    ConnectionId,
-    DomainName,
-    EventType,
-    MessageId,
-    RequestId,
-    RequestTime,
-    RequestTimeEpoch,
-    RouteKey,
-    Stage,
-    Status,
-    IntegrationLatency,
-    ErrorMessage,
-    SourceIp,
-    UserAgent,
-    DisconnectStatusCode,
-    DisconnectReason,
-}
-
-impl Var {
-    fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "apiId" => Self::ApiId,
-            "connectedAt" => Self::ConnectedAt,
-            "connectionId" => Self::ConnectionId,
-            "domainName" => Self::DomainName,
-            "eventType" => Self::EventType,
-            "messageId" => Self::MessageId,
-            "requestId" | "extendedRequestId" => Self::RequestId,
-            "requestTime" => Self::RequestTime,
-            "requestTimeEpoch" => Self::RequestTimeEpoch,
-            "routeKey" => Self::RouteKey,
-            "stage" => Self::Stage,
-            "status" | "integration.status" | "integrationStatus" => Self::Status,
-            "integrationLatency" | "integration.latency" => Self::IntegrationLatency,
-            "error.message" | "error.messageString" | "integration.error" => Self::ErrorMessage,
-            "identity.sourceIp" => Self::SourceIp,
-            "identity.userAgent" => Self::UserAgent,
-            "disconnectStatusCode" => Self::DisconnectStatusCode,
-            "disconnectReason" => Self::DisconnectReason,
-            _ => return None,
-        })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Text(String),
-    Var(Var),
-}
-
-/// What one access-log line describes.
+/// What one access-log line describes: an event and what came of it.
 #[derive(Debug, Clone, Copy)]
 pub struct AccessRecord<'a> {
-    /// The connection.
-    pub conn: &'a ConnInfo,
-    /// `$context.apiId`.
-    pub api_id: &'a str,
-    /// CONNECT, MESSAGE or DISCONNECT.
-    pub event_type: EventType,
-    /// The selected route.
-    pub route_key: &'a str,
-    /// The request id.
-    pub request_id: &'a str,
-    /// MESSAGE only.
-    pub message_id: Option<&'a str>,
-    /// Epoch ms the event arrived.
-    pub request_time_ms: i64,
+    /// The event (connection, route, request and message ids, time, close).
+    pub event: &'a Event<'a>,
     /// The status: handshake status on CONNECT, integration (or error) status on MESSAGE.
     pub status: Option<u16>,
     /// Milliseconds the integration took.
     pub integration_latency_ms: Option<f64>,
     /// What went wrong, if anything.
     pub error: Option<&'a str>,
-    /// DISCONNECT only: code and reason.
-    pub disconnect: Option<(u16, &'a str)>,
+}
+
+impl<'a> AccessRecord<'a> {
+    /// The line of `event` with nothing known yet of its outcome (a DISCONNECT).
+    pub fn of(event: &'a Event<'a>) -> Self {
+        Self {
+            event,
+            status: None,
+            integration_latency_ms: None,
+            error: None,
+        }
+    }
 }
 
 /// The configured access log.
@@ -153,45 +94,6 @@ impl AccessLog {
     }
 }
 
-/// Checks a format without starting anything (`check-config`, reload).
-pub fn validate(format: &str) -> Result<(), ConfigError> {
-    parse(format).map(drop)
-}
-
-fn parse(format: &str) -> Result<Vec<Part>, ConfigError> {
-    let mut parts = Vec::new();
-    let mut text = String::new();
-    let mut rest = format;
-    while let Some(pos) = rest.find("$context.") {
-        text.push_str(&rest[..pos]);
-        let after = &rest[pos + "$context.".len()..];
-        let len = after
-            .char_indices()
-            .find(|&(i, c)| {
-                !(c.is_ascii_alphanumeric()
-                    || (c == '.' && after[i + 1..].starts_with(|n: char| n.is_ascii_alphabetic())))
-            })
-            .map_or(after.len(), |(i, _)| i);
-        let name = &after[..len];
-        let var = Var::from_name(name).ok_or_else(|| {
-            ConfigError::invalid(
-                "access_log.format",
-                format!("unknown variable $context.{name}"),
-            )
-        })?;
-        if !text.is_empty() {
-            parts.push(Part::Text(std::mem::take(&mut text)));
-        }
-        parts.push(Part::Var(var));
-        rest = &after[len..];
-    }
-    text.push_str(rest);
-    if !text.is_empty() {
-        parts.push(Part::Text(text));
-    }
-    Ok(parts)
-}
-
 fn render(parts: &[Part], r: &AccessRecord<'_>) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(256);
@@ -201,34 +103,38 @@ fn render(parts: &[Part], r: &AccessRecord<'_>) -> String {
                 out.push_str(t);
                 continue;
             }
-            Part::Var(var) => match var {
-                Var::ApiId => r.api_id.to_owned(),
-                Var::ConnectedAt => r.conn.connected_at_ms.to_string(),
-                Var::ConnectionId => r.conn.id_text.clone(),
-                Var::DomainName => r.conn.domain_name.clone(),
-                Var::EventType => r.event_type.as_str().to_owned(),
-                Var::MessageId => r.message_id.unwrap_or_default().to_owned(),
-                Var::RequestId => r.request_id.to_owned(),
-                Var::RequestTime => clf_time(r.request_time_ms),
-                Var::RequestTimeEpoch => r.request_time_ms.to_string(),
-                Var::RouteKey => r.route_key.to_owned(),
-                Var::Stage => r.conn.stage.to_string(),
-                Var::Status => r.status.map(|s| s.to_string()).unwrap_or_default(),
-                Var::IntegrationLatency => r
-                    .integration_latency_ms
-                    .map(|l| format!("{l:.3}"))
-                    .unwrap_or_default(),
-                Var::ErrorMessage => r.error.unwrap_or_default().to_owned(),
-                Var::SourceIp => r.conn.source_ip.to_string(),
-                Var::UserAgent => r.conn.user_agent.clone().unwrap_or_default(),
-                Var::DisconnectStatusCode => {
-                    r.disconnect.map(|(c, _)| c.to_string()).unwrap_or_default()
+            Part::Var(var) => {
+                let e = r.event;
+                match var {
+                    Var::ApiId => e.api_id.to_owned(),
+                    Var::ConnectedAt => e.conn.connected_at_ms.to_string(),
+                    Var::ConnectionId => e.conn.id_text.clone(),
+                    Var::DomainName => e.conn.domain_name.clone(),
+                    Var::EventType => e.event_type().as_str().to_owned(),
+                    Var::MessageId => e.message_id().unwrap_or_default().to_owned(),
+                    Var::RequestId => e.request_id.to_owned(),
+                    Var::RequestTime => clf_time(e.request_time_ms),
+                    Var::RequestTimeEpoch => e.request_time_ms.to_string(),
+                    Var::RouteKey => e.route_key.to_owned(),
+                    Var::Stage => e.conn.stage.to_string(),
+                    Var::Status => r.status.map(|s| s.to_string()).unwrap_or_default(),
+                    Var::IntegrationLatency => r
+                        .integration_latency_ms
+                        .map(|l| format!("{l:.3}"))
+                        .unwrap_or_default(),
+                    Var::ErrorMessage => r.error.unwrap_or_default().to_owned(),
+                    Var::SourceIp => e.conn.source_ip.to_string(),
+                    Var::UserAgent => e.conn.user_agent.clone().unwrap_or_default(),
+                    Var::DisconnectStatusCode => e
+                        .disconnect_close()
+                        .map(|(c, _)| c.to_string())
+                        .unwrap_or_default(),
+                    Var::DisconnectReason => e
+                        .disconnect_close()
+                        .map(|(_, why)| why.to_owned())
+                        .unwrap_or_default(),
                 }
-                Var::DisconnectReason => r
-                    .disconnect
-                    .map(|(_, why)| why.to_owned())
-                    .unwrap_or_default(),
-            },
+            }
         };
         // JSON-escape without the surrounding quotes.
         let escaped = serde_json::to_string(&value).unwrap_or_default();
@@ -240,7 +146,8 @@ fn render(parts: &[Part], r: &AccessRecord<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connections::{ConnectionId, NodeTag};
+    use crate::config::access_log::DEFAULT_FORMAT;
+    use crate::connections::{ConnInfo, ConnectionId, NodeTag};
 
     #[test]
     fn renders_the_default_json_format() {
@@ -255,18 +162,11 @@ mod tests {
             domain_name: "h".into(),
             authorizer: None,
         };
+        let event = Event::message(&conn, "api", "chat", "R", 1_731_324_924_561, "M", "", false);
         let record = AccessRecord {
-            conn: &conn,
-            api_id: "api",
-            event_type: EventType::Message,
-            route_key: "chat",
-            request_id: "R",
-            message_id: Some("M"),
-            request_time_ms: 1_731_324_924_561,
             status: Some(200),
             integration_latency_ms: Some(1.5),
-            error: None,
-            disconnect: None,
+            ..AccessRecord::of(&event)
         };
         let line = render(&parse(DEFAULT_FORMAT).unwrap(), &record);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
