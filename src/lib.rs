@@ -11,6 +11,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod bucket;
 pub mod cluster;
 pub mod config;
 pub mod connections;

@@ -11,7 +11,7 @@
 //! connections, so the handshake and session code is the same for both and a plain
 //! connection costs a branch per read, not a box. The management listener gets a
 //! [`TlsListener`] whose accept loop hands handshakes to their own tasks, so a slow client
-//! never blocks it.
+//! never blocks it; both are spawned through the node's task tracker and stop on shutdown.
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,6 +27,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::config::{ConfigError, Settings, TlsSettings};
@@ -194,64 +196,103 @@ impl AsyncWrite for ClientIo {
 
 /// A TLS listener for `axum::serve`: a background task accepts TCP connections and runs
 /// each TLS handshake in its own task (at most [`MAX_PENDING_HANDSHAKES`] at once, each
-/// bounded by a deadline); finished handshakes queue for `accept`. Dropping the listener
-/// stops the task.
+/// bounded by a deadline); finished handshakes queue for `accept`. Both kinds of task are
+/// spawned through the node's [`TaskTracker`] and end when its shutdown token is cancelled
+/// (shutdown then waits for them), or when the listener is dropped.
 pub struct TlsListener {
+    /// Finished handshakes, with their peers.
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    /// The bound address (the accept task owns the socket).
     local: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    /// A child of the shutdown token; cancelled on drop, it stops the accept task and
+    /// every handshake in progress.
+    stop: CancellationToken,
 }
 
 impl TlsListener {
-    /// Starts accepting on `listener`.
+    /// Starts accepting on `listener`; the accept task and each handshake are spawned
+    /// through `tracker` and stop when `shutdown` is cancelled.
     pub fn new(
         listener: TcpListener,
         acceptor: TlsAcceptor,
         deadline: Duration,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
     ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
-        let slots = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
-        let task = tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(5);
-            loop {
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let (stream, peer) = tokio::select! {
-                    _ = tx.closed() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(error) => {
-                            warn!(%error, "management accept failed");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(1));
-                            continue;
-                        }
-                    },
-                };
-                backoff = Duration::from_millis(5);
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(error)) => debug!(%peer, %error, "management TLS handshake failed"),
-                        Err(_) => debug!(%peer, "management TLS handshake deadline passed"),
+        let stop = shutdown.child_token();
+        tracker.spawn(accept_loop(
+            listener,
+            acceptor,
+            deadline,
+            tx,
+            tracker.clone(),
+            stop.clone(),
+        ));
+        Ok(Self { ready, local, stop })
+    }
+}
+
+/// Accepts TCP connections until `stop` (or until nobody takes finished handshakes) and
+/// hands each to its own handshake task, once a handshake slot is free.
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    deadline: Duration,
+    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let slot = tokio::select! {
+            _ = stop.cancelled() => return,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tx.closed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "management accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(5);
+        let acceptor = acceptor.clone();
+        let tx = tx.clone();
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            let _slot = slot;
+            let handshake = async {
+                match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send((tls, peer)).await;
                     }
-                });
+                    Ok(Err(error)) => debug!(%peer, %error, "management TLS handshake failed"),
+                    Err(_) => debug!(%peer, "management TLS handshake deadline passed"),
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = handshake => {}
             }
         });
-        Ok(Self { ready, local, task })
     }
 }
 
 impl Drop for TlsListener {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop.cancel();
     }
 }
 
@@ -262,12 +303,69 @@ impl axum::serve::Listener for TlsListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.ready.recv().await {
             Some(ready) => ready,
-            // The accept task ended (it never does while the listener lives).
+            // The accept task ended (shutdown): serve no new connections.
             None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_acceptor() -> TlsAcceptor {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+        let files = TlsSettings {
+            cert_file: format!("{dir}/cert.pem"),
+            key_file: format!("{dir}/key.pem"),
+        };
+        acceptor("test.tls", &files).unwrap().unwrap()
+    }
+
+    /// Starts a listener and a client that connects but never starts its handshake;
+    /// returns once the accept task and the handshake task are both tracked.
+    async fn stalled_handshake(
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> (TlsListener, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let deadline = Duration::from_secs(60);
+        let tls = TlsListener::new(listener, test_acceptor(), deadline, tracker, shutdown).unwrap();
+        let silent = TcpStream::connect(tls.local).await.unwrap();
+        while tracker.len() < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        (tls, silent)
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_the_accept_task_and_pending_handshakes() {
+        let (tracker, shutdown) = (TaskTracker::new(), CancellationToken::new());
+        let (_tls, _silent) = stalled_handshake(&tracker, &shutdown).await;
+        shutdown.cancel();
+        tracker.close();
+        // Well before the 60 s handshake deadline.
+        tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .expect("tracked TLS tasks end on shutdown");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_listener_ends_its_tasks() {
+        let (tracker, shutdown) = (TaskTracker::new(), CancellationToken::new());
+        let (tls, _silent) = stalled_handshake(&tracker, &shutdown).await;
+        drop(tls);
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .expect("tracked TLS tasks end when the listener is dropped");
+        assert!(
+            !shutdown.is_cancelled(),
+            "only the listener's own token is cancelled"
+        );
     }
 }

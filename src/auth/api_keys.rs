@@ -2,21 +2,23 @@
 //! authorizer's `usageIdentifierKey` (AWS's two `ApiKeySelectionExpression`s). A missing or
 //! unknown key is refused with 403.
 //!
-//! Each key may carry a rate limit (a token bucket of `rate_per_sec` refilling up to
-//! `burst`) and a daily quota (connections per UTC day); over either, the handshake gets
-//! 429. Both count connections opened with the key on this node — in a cluster each node
-//! counts its own. Keys are looked up by their SHA-256 digest, so the table holds no key
-//! text and a lookup does not compare key bytes one by one.
+//! Each key may carry a rate limit (a [`TokenBucket`] of `rate_per_sec` refilling up to
+//! `burst`: the crate's one bucket, shared with `throttle`) and a daily quota (a counter of
+//! connections per UTC day); over either, the handshake gets 429. Both count connections
+//! opened with the key on this node — in a cluster each node counts its own. Keys are
+//! looked up by their SHA-256 digest, so the table holds no key text and a lookup does not
+//! compare key bytes one by one.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
 
 use ring::digest;
+use tokio::time::Instant;
 use tracing::debug;
 
 use super::Refusal;
-use crate::config::ApiKeySettings;
+use crate::bucket::TokenBucket;
+use crate::config::{ApiKeySettings, Rate};
 
 /// Where the key is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,10 +33,8 @@ pub enum Source {
 /// `.await`.
 #[derive(Debug)]
 struct Usage {
-    /// Tokens in the bucket.
-    tokens: f64,
-    /// When the bucket was last refilled.
-    refilled: Instant,
+    /// The key's rate limit (`None`: the key has no rate).
+    bucket: Option<TokenBucket>,
     /// The UTC day (days since the epoch) `used_today` counts.
     day: i64,
     /// Connections opened on `day`.
@@ -45,8 +45,6 @@ struct Usage {
 #[derive(Debug)]
 struct Key {
     name: String,
-    rate_per_sec: f64,
-    burst: f64,
     daily_quota: u64,
     usage: Mutex<Usage>,
 }
@@ -62,14 +60,8 @@ impl Key {
         if self.daily_quota > 0 && usage.used_today >= self.daily_quota {
             return Err("daily quota exhausted");
         }
-        if self.rate_per_sec > 0.0 {
-            let elapsed = now.saturating_duration_since(usage.refilled).as_secs_f64();
-            usage.tokens = (usage.tokens + elapsed * self.rate_per_sec).min(self.burst);
-            usage.refilled = now;
-            if usage.tokens < 1.0 {
-                return Err("rate limit exceeded");
-            }
-            usage.tokens -= 1.0;
+        if usage.bucket.as_mut().is_some_and(|b| !b.try_take(now)) {
+            return Err("rate limit exceeded");
         }
         usage.used_today += 1;
         Ok(())
@@ -108,21 +100,19 @@ impl ApiKeys {
             .keys
             .iter()
             .map(|(name, entry)| {
-                let burst = if entry.burst > 0 {
-                    f64::from(entry.burst)
-                } else {
-                    entry.rate_per_sec.ceil().max(1.0)
+                // Burst 0 means the rate rounded up, as for `[limits]` rates.
+                let rate = Rate {
+                    rate: entry.rate_per_sec,
+                    burst: entry.burst,
                 };
                 (
                     sha256(entry.value.expose()),
                     Key {
                         name: name.clone(),
-                        rate_per_sec: entry.rate_per_sec,
-                        burst,
                         daily_quota: entry.daily_quota,
                         usage: Mutex::new(Usage {
-                            tokens: burst,
-                            refilled: now,
+                            bucket: (!rate.is_off())
+                                .then(|| TokenBucket::new(rate.rate, rate.capacity(), now)),
                             day: utc_day(),
                             used_today: 0,
                         }),

@@ -37,16 +37,20 @@ use paths::{PathError, Target};
 pub async fn serve(listener: TcpListener, state: Arc<AppState>) {
     let tls = state.tls.management.clone();
     let deadline = std::time::Duration::from_millis(state.api().client.header_timeout_ms);
+    let (tracker, shutdown) = (state.tracker.clone(), state.shutdown.clone());
     let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = match tls {
-        // `[management.tls]`: handshakes run off the accept loop (crate::tls::TlsListener).
-        Some(acceptor) => match crate::tls::TlsListener::new(listener, acceptor, deadline) {
-            Ok(tls) => {
-                use axum::serve::ListenerExt as _;
-                axum::serve(tls.tap_io(|_| {}), service).await
+        // `[management.tls]`: handshakes run off the accept loop (crate::tls::TlsListener),
+        // in tasks the tracker waits for; they stop on shutdown.
+        Some(acceptor) => {
+            match crate::tls::TlsListener::new(listener, acceptor, deadline, &tracker, &shutdown) {
+                Ok(tls) => {
+                    use axum::serve::ListenerExt as _;
+                    axum::serve(tls.tap_io(|_| {}), service).await
+                }
+                Err(error) => Err(error),
             }
-            Err(error) => Err(error),
-        },
+        }
         None => axum::serve(listener, service).await,
     };
     if let Err(error) = served {

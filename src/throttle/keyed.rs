@@ -15,7 +15,8 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
-use super::bucket::TokenBucket;
+use super::{bucket_for, made_for};
+use crate::bucket::TokenBucket;
 use crate::config::Rate;
 
 /// How often a full map may be swept for forgettable buckets.
@@ -64,8 +65,8 @@ impl<K: Hash + Eq + Clone> KeyedBuckets<K> {
             return true;
         }
         if let Some(mut bucket) = self.buckets.get_mut(key) {
-            if !bucket.has_rate(rate) {
-                *bucket = TokenBucket::new(rate, now);
+            if !made_for(&bucket, rate) {
+                *bucket = bucket_for(rate, now);
             }
             return bucket.try_take(now);
         }
@@ -74,13 +75,13 @@ impl<K: Hash + Eq + Clone> KeyedBuckets<K> {
         }
         if self.buckets.len() >= self.max_keys {
             let mut overflow = self.overflow.lock().unwrap_or_else(|p| p.into_inner());
-            let bucket = overflow.get_or_insert_with(|| TokenBucket::new(rate, now));
+            let bucket = overflow.get_or_insert_with(|| bucket_for(rate, now));
             return bucket.try_take(now);
         }
         let mut bucket = self
             .buckets
             .entry(key.clone())
-            .or_insert_with(|| TokenBucket::new(rate, now));
+            .or_insert_with(|| bucket_for(rate, now));
         bucket.try_take(now)
     }
 

@@ -1,6 +1,7 @@
 //! Throttles and node-wide caps: token buckets (rate + burst) for messages (gateway-wide,
 //! per route, per connection, per API key), new connections and management callers, and
-//! semaphores for connections open at once and integration calls in flight per node.
+//! semaphores for connections open at once and integration calls in flight per node. The
+//! bucket itself is [`crate::bucket`]; here a [`Rate`] (burst 0 included) becomes one.
 //!
 //! Owns the limit state and the decisions; it never answers a client itself. The edge
 //! turns a refusal into a 429 (handshake), a `Too Many Requests` frame or a close 1008
@@ -8,7 +9,6 @@
 //! `tokio::time::Instant`, so tests drive every bucket with paused time. Nothing here does
 //! I/O; `[limits]` is read once at startup.
 
-pub mod bucket;
 pub mod keyed;
 
 use std::future::Future;
@@ -23,9 +23,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-pub use bucket::TokenBucket;
 pub use keyed::KeyedBuckets;
 
+use crate::bucket::TokenBucket;
 use crate::config::{LimitsSettings, Rate};
 
 /// Longest `x-api-key` value used as a bucket key; a longer one is cut (keys are at most
@@ -103,7 +103,7 @@ impl Limits {
     /// Builds the node's limits from `[limits]`.
     pub fn new(settings: &LimitsSettings) -> Self {
         let now = Instant::now();
-        let bucket = |rate: Rate| (!rate.is_off()).then(|| Mutex::new(TokenBucket::new(rate, now)));
+        let bucket = |rate: Rate| (!rate.is_off()).then(|| Mutex::new(bucket_for(rate, now)));
         let semaphore = |cap: usize| (cap > 0).then(|| Arc::new(Semaphore::new(cap)));
         let keys = settings.max_tracked_keys;
         Self {
@@ -152,7 +152,7 @@ impl Limits {
             limits: self.clone(),
             _permit: permit,
             api_key,
-            bucket: (!rate.is_off()).then(|| TokenBucket::new(rate, now)),
+            bucket: (!rate.is_off()).then(|| bucket_for(rate, now)),
             streak: 0,
             streak_started: now,
         })
@@ -338,6 +338,16 @@ impl<T: Send + 'static> CallGate<T> {
 async fn with_permit<T>(permit: OwnedSemaphorePermit, call: impl Future<Output = T>) -> T {
     let _permit = permit;
     call.await
+}
+
+/// A full bucket for `rate` (which must be on); a burst of 0 is read by [`Rate::capacity`].
+fn bucket_for(rate: Rate, now: Instant) -> TokenBucket {
+    TokenBucket::new(rate.rate, rate.capacity(), now)
+}
+
+/// Whether `bucket` was made for `rate` (a changed rate needs a new bucket).
+fn made_for(bucket: &TokenBucket, rate: Rate) -> bool {
+    bucket.has_shape(rate.rate, rate.capacity())
 }
 
 fn take(bucket: Option<&Mutex<TokenBucket>>, now: Instant) -> bool {

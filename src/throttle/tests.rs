@@ -19,6 +19,26 @@ fn api_key(key: &str) -> HeaderMap {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_rate_makes_a_bucket_of_its_capacity() {
+    // (rate, tokens granted at once, then after 400 ms).
+    let cases = [
+        (rate(10.0, 5), 5, 4),
+        // Burst 0 means the rate rounded up…
+        (rate(2.5, 0), 3, 1),
+        // …and at least one.
+        (rate(0.1, 0), 1, 0),
+    ];
+    for (r, at_once, later) in cases {
+        let mut bucket = bucket_for(r, Instant::now());
+        assert!(made_for(&bucket, r));
+        let mut granted = |now| (0..10).filter(|_| bucket.try_take(now)).count();
+        assert_eq!(granted(Instant::now()), at_once, "{r:?}");
+        tokio::time::advance(Duration::from_millis(400)).await;
+        assert_eq!(granted(Instant::now()), later, "{r:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn message_limits_table() {
     use Verdict::{Abusive as A, Pass as P, Throttled as T};
     struct Case {

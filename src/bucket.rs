@@ -1,5 +1,13 @@
-//! The token bucket: `rate` tokens a second flow into a bucket that holds at most `burst`;
-//! each request takes one, and a request that finds the bucket empty is throttled.
+//! The token bucket: `per_second` tokens a second flow into a bucket that holds at most
+//! `capacity`; each request takes one, and a request that finds the bucket empty is
+//! throttled.
+//!
+//! Shared by [`crate::throttle`] (message, connection and management limits) and
+//! [`crate::auth`] (API-key connection rates). Those two are siblings on one layer and
+//! must not import each other, so the bucket lives here, below both: a leaf that imports
+//! nothing of the crate (not even `config::Rate` — callers pass a rate and a capacity), so
+//! any layer may use it. Limit policy (which limits exist, what a refusal means, how a
+//! burst of 0 is read) stays with its callers.
 //!
 //! Pure: the caller passes the time (`tokio::time::Instant`, so tests drive it with paused
 //! time), and nothing here locks, sleeps or allocates.
@@ -7,8 +15,6 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-
-use crate::config::Rate;
 
 /// Slack for floating-point sums: 0.9 + 0.1 tokens must make one.
 const EPSILON: f64 = 1e-9;
@@ -27,11 +33,22 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    /// A full bucket for `rate` (which must be on: `rate.rate > 0`).
-    pub fn new(rate: Rate, now: Instant) -> Self {
-        let capacity = f64::from(rate.capacity());
+    /// A full bucket of `capacity` tokens refilling at `per_second` (which must be above
+    /// 0: a limit that is off has no bucket).
+    ///
+    /// ```
+    /// use switchboard::bucket::TokenBucket;
+    /// use tokio::time::Instant;
+    ///
+    /// let now = Instant::now();
+    /// let mut bucket = TokenBucket::new(1.0, 2, now);
+    /// assert!(bucket.try_take(now) && bucket.try_take(now));
+    /// assert!(!bucket.try_take(now));
+    /// ```
+    pub fn new(per_second: f64, capacity: u32, now: Instant) -> Self {
+        let capacity = f64::from(capacity);
         Self {
-            per_second: rate.rate,
+            per_second,
             capacity,
             tokens: capacity,
             updated: now,
@@ -65,9 +82,10 @@ impl TokenBucket {
         }
     }
 
-    /// Whether this bucket was made for `rate` (a changed rate needs a new bucket).
-    pub fn has_rate(&self, rate: Rate) -> bool {
-        self.per_second == rate.rate && self.capacity == f64::from(rate.capacity())
+    /// Whether this bucket was made with `per_second` and `capacity` (a changed limit
+    /// needs a new bucket).
+    pub fn has_shape(&self, per_second: f64, capacity: u32) -> bool {
+        self.per_second == per_second && self.capacity == f64::from(capacity)
     }
 
     fn level(&self, now: Instant) -> f64 {
@@ -88,10 +106,6 @@ impl TokenBucket {
 mod tests {
     use super::*;
 
-    fn rate(rate: f64, burst: u32) -> Rate {
-        Rate { rate, burst }
-    }
-
     /// Each step: advance the clock by `after_ms`, then try to take `takes` tokens; the
     /// number granted must be `granted`.
     struct Step {
@@ -109,16 +123,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn grants_the_burst_then_the_rate() {
-        let cases: &[(&str, Rate, &[Step])] = &[
+    async fn grants_the_capacity_then_the_rate() {
+        let cases: &[(&str, (f64, u32), &[Step])] = &[
             (
-                "burst then empty",
-                rate(10.0, 5),
+                "capacity then empty",
+                (10.0, 5),
                 &[step(0, 8, 5), step(0, 1, 0)],
             ),
             (
                 "refills at the rate",
-                rate(10.0, 5),
+                (10.0, 5),
                 &[
                     step(0, 5, 5),
                     step(100, 2, 1),
@@ -127,28 +141,28 @@ mod tests {
                 ],
             ),
             (
-                "never holds more than the burst",
-                rate(10.0, 5),
+                "never holds more than its capacity",
+                (10.0, 5),
                 &[step(0, 5, 5), step(60_000, 10, 5)],
             ),
             (
                 "fractional rate",
-                rate(0.5, 1),
+                (0.5, 1),
                 &[step(0, 2, 1), step(1_000, 1, 0), step(1_000, 1, 1)],
             ),
             (
-                "burst 0 means the rate rounded up",
-                rate(2.5, 0),
+                "fractional rate, larger capacity",
+                (2.5, 3),
                 &[step(0, 4, 3), step(400, 2, 1)],
             ),
             (
-                "burst 0 with a slow rate holds one",
-                rate(0.1, 0),
+                "slow rate holding one",
+                (0.1, 1),
                 &[step(0, 2, 1), step(9_000, 1, 0), step(1_000, 1, 1)],
             ),
             (
                 "steady rate is never throttled",
-                rate(100.0, 1),
+                (100.0, 1),
                 &[
                     step(0, 1, 1),
                     step(10, 1, 1),
@@ -157,8 +171,8 @@ mod tests {
                 ],
             ),
         ];
-        for (name, r, steps) in cases {
-            let mut bucket = TokenBucket::new(*r, Instant::now());
+        for (name, (per_second, capacity), steps) in cases {
+            let mut bucket = TokenBucket::new(*per_second, *capacity, Instant::now());
             for (i, s) in steps.iter().enumerate() {
                 tokio::time::advance(Duration::from_millis(s.after_ms)).await;
                 let now = Instant::now();
@@ -170,7 +184,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn reports_fullness_and_wait() {
-        let mut bucket = TokenBucket::new(rate(4.0, 2), Instant::now());
+        let mut bucket = TokenBucket::new(4.0, 2, Instant::now());
         let t0 = Instant::now();
         assert!(bucket.is_full(t0));
         assert_eq!(bucket.wait(t0), Duration::ZERO);
@@ -179,8 +193,9 @@ mod tests {
         assert_eq!(bucket.wait(t0), Duration::from_millis(250));
         tokio::time::advance(Duration::from_millis(500)).await;
         assert!(bucket.is_full(Instant::now()));
-        assert!(bucket.has_rate(rate(4.0, 2)));
-        assert!(!bucket.has_rate(rate(4.0, 3)));
+        assert!(bucket.has_shape(4.0, 2));
+        assert!(!bucket.has_shape(4.0, 3));
+        assert!(!bucket.has_shape(2.0, 2));
     }
 
     #[tokio::test(start_paused = true)]
@@ -188,7 +203,7 @@ mod tests {
         let t0 = Instant::now();
         tokio::time::advance(Duration::from_secs(1)).await;
         let t1 = Instant::now();
-        let mut bucket = TokenBucket::new(rate(1.0, 1), t1);
+        let mut bucket = TokenBucket::new(1.0, 1, t1);
         assert!(bucket.try_take(t1));
         assert!(!bucket.try_take(t0));
         assert!(!bucket.try_take(t1));
