@@ -3,13 +3,18 @@
 //!
 //! [`Cluster`] is the one entry point the management API and sessions use. A connection's
 //! owner is derived from its id (the node tag inside it), so an operation on a local
-//! connection goes straight to [`local::Local`] and never touches the backplane. Remote
-//! operations, broadcasts and listings go through the [`Backplane`]: in memory for one
-//! node ([`memory`]), or Redis for many ([`redis`]).
+//! connection goes straight to [`ops::apply`] on [`local::Local`] and never touches the
+//! backplane; another node runs a request for one of its connections through the same
+//! function. Remote operations, broadcasts and listings go through the [`Backplane`]: in
+//! memory for one node ([`memory`]), or Redis for many ([`redis`]).
+//!
+//! It must not import the edges, the management API or the shared state: it reports typed
+//! outcomes ([`ops::Outcome`], [`DeliveryError`]) and leaves HTTP statuses to its callers.
 
 pub mod keys;
 pub mod local;
 pub mod memory;
+pub mod ops;
 pub mod redis;
 pub mod wire;
 
@@ -26,9 +31,12 @@ use crate::connections::{
     Close, ConnHandle, ConnInfo, ConnShared, ConnectionId, NodeTag, SendError,
 };
 use local::{Fanout, Local};
+use ops::{Op, Outcome};
 
-/// Why an operation on a connection did not happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// Why an operation on a connection did not happen (also carried, typed, in the reply of
+/// another node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DeliveryError {
     /// The connection, or the node that owned it, is gone (410).
     #[error("connection is gone")]
@@ -39,6 +47,11 @@ pub enum DeliveryError {
     /// The backplane is unreachable or the owner did not answer in time (503).
     #[error("cluster backplane unavailable")]
     Unavailable,
+    /// A message between nodes could not be understood (a bad payload or group name in a
+    /// request, or an answer of the wrong kind): versions differ or one has a bug. Never
+    /// the API caller's fault.
+    #[error("a cluster node could not understand another")]
+    Malformed,
 }
 
 impl From<SendError> for DeliveryError {
@@ -140,6 +153,21 @@ impl ConnectionRecord {
 /// What a GET returns: the record plus `lastActiveAt` (epoch ms).
 pub type Description = (ConnectionRecord, i64);
 
+/// Where a node writes down, cluster-wide, what its connections are and which groups they
+/// are in (for listings, and for reaping after the node dies). Writes never wait: they are
+/// queued, and a lost one is repaired by a later resync. In memory there is nothing to
+/// write down ([`memory::MemoryBackplane`] ignores them).
+pub trait Records: Send + Sync {
+    /// A new local connection.
+    fn connected(&self, shared: &ConnShared);
+    /// A local connection closed; it was in `groups`.
+    fn disconnected(&self, id: &ConnectionId, groups: &[Arc<str>]);
+    /// A local connection joined `group`.
+    fn joined(&self, group: &GroupName, id: &ConnectionId);
+    /// A local connection left `group`.
+    fn left(&self, group: &GroupName, id: &ConnectionId);
+}
+
 /// The backplane: one abstraction, two implementations.
 #[derive(Debug)]
 pub enum Backplane {
@@ -183,62 +211,43 @@ impl Cluster {
         Ok((Self { local, backplane }, deaths))
     }
 
+    /// Runs `op` on the node that owns `id`: here through [`ops::apply`], on another node
+    /// through the backplane, which runs the same function there.
+    pub async fn run(&self, id: &ConnectionId, op: Op) -> Result<Outcome, DeliveryError> {
+        match &self.backplane {
+            // In memory every connection is local; another node's id is simply gone.
+            Backplane::Memory(m) => ops::apply(&self.local, m, id, op),
+            Backplane::Redis(r) if id.node() == self.local.node => {
+                ops::apply(&self.local, r.records(), id, op)
+            }
+            Backplane::Redis(r) => r.request(id, op).await,
+        }
+    }
+
     /// Queues a frame for a connection anywhere in the cluster. `Ok` means the owning
     /// node queued it (acknowledged).
     pub async fn post(&self, id: &ConnectionId, message: Message) -> Result<(), DeliveryError> {
-        if id.node() == self.local.node {
-            return Ok(self.local.post(id, message)?);
-        }
-        let payload = wire::Payload::of(&message).ok_or(DeliveryError::Unavailable)?;
-        self.remote(id, wire::Op::Post { payload }).await.map(drop)
+        self.run(id, Op::Post(message)).await.map(drop)
     }
 
     /// Describes a connection anywhere in the cluster.
     pub async fn describe(&self, id: &ConnectionId) -> Result<Description, DeliveryError> {
-        if id.node() == self.local.node {
-            return self.local.describe(id).ok_or(DeliveryError::Gone);
-        }
-        let body = self
-            .remote(id, wire::Op::Get)
-            .await?
-            .ok_or(DeliveryError::Unavailable)?;
-        serde_json::from_str(&body).map_err(|_| DeliveryError::Unavailable)
+        self.run(id, Op::Get).await?.into_description()
     }
 
     /// Closes a connection anywhere in the cluster.
     pub async fn close(&self, id: &ConnectionId, close: Close) -> Result<(), DeliveryError> {
-        if id.node() == self.local.node {
-            return Ok(self.local.close(id, close)?);
-        }
-        let op = wire::Op::Delete {
-            code: close.code,
-            reason: close.reason,
-        };
-        self.remote(id, op).await.map(drop)
+        self.run(id, Op::Delete(close)).await.map(drop)
     }
 
     /// Adds a connection anywhere in the cluster to a group.
     pub async fn join(&self, group: &GroupName, id: &ConnectionId) -> Result<(), DeliveryError> {
-        if id.node() == self.local.node {
-            if self.local.join(group, id)? {
-                self.record(|r| r.joined(group.as_str(), id));
-            }
-            return Ok(());
-        }
-        let group = group.as_str().into();
-        self.remote(id, wire::Op::Join { group }).await.map(drop)
+        self.run(id, Op::Join(group.clone())).await.map(drop)
     }
 
     /// Removes a connection anywhere in the cluster from a group.
     pub async fn leave(&self, group: &GroupName, id: &ConnectionId) -> Result<(), DeliveryError> {
-        if id.node() == self.local.node {
-            if self.local.leave(group, id)? {
-                self.record(|r| r.left(group.as_str(), id));
-            }
-            return Ok(());
-        }
-        let group = group.as_str().into();
-        self.remote(id, wire::Op::Leave { group }).await.map(drop)
+        self.run(id, Op::Leave(group.clone())).await.map(drop)
     }
 
     /// Joins and leaves the groups named in an integration answer; an invalid name is
@@ -259,19 +268,6 @@ impl Cluster {
                     tracing::debug!(group = %name, %error, "group change from an integration answer failed");
                 }
             }
-        }
-    }
-
-    /// Runs `op` on the node that owns `id`, which is not this one: in memory there is no
-    /// other node, so the connection is gone.
-    async fn remote(
-        &self,
-        id: &ConnectionId,
-        op: wire::Op,
-    ) -> Result<Option<String>, DeliveryError> {
-        match &self.backplane {
-            Backplane::Memory(_) => Err(DeliveryError::Gone),
-            Backplane::Redis(r) => r.request(id, op).await,
         }
     }
 
@@ -326,14 +322,14 @@ impl Cluster {
     /// never waits for Redis). Mirror: [`Cluster::disconnected`].
     pub fn connected(&self, shared: &Arc<ConnShared>) {
         self.local.registry.insert(ConnHandle::new(shared.clone()));
-        self.record(|r| r.connected(shared));
+        self.records().connected(shared);
     }
 
     /// Forgets a closed local connection and its memberships.
     pub fn disconnected(&self, shared: &ConnShared) {
         self.local.registry.remove(&shared.info.id);
         let groups = self.local.leave_all(shared);
-        self.record(|r| r.disconnected(&shared.info.id, &groups));
+        self.records().disconnected(&shared.info.id, &groups);
     }
 
     /// Whether the backplane is usable (always true in memory).
@@ -344,9 +340,11 @@ impl Cluster {
         }
     }
 
-    fn record(&self, f: impl FnOnce(&redis::RedisBackplane)) {
-        if let Backplane::Redis(r) = &self.backplane {
-            f(r);
+    /// Where this node's record writes go.
+    fn records(&self) -> &dyn Records {
+        match &self.backplane {
+            Backplane::Memory(m) => m,
+            Backplane::Redis(r) => r.records(),
         }
     }
 }

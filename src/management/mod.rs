@@ -165,7 +165,9 @@ impl From<DeliveryError> for ApiError {
             DeliveryError::Full => {
                 ApiError::limit_exceeded("The connection's outbound queue is full")
             }
-            DeliveryError::Unavailable => ApiError::unavailable(),
+            // Two nodes that cannot understand each other (a rolling upgrade, a bug): not
+            // the caller's fault, and a retry may reach a node that does.
+            DeliveryError::Unavailable | DeliveryError::Malformed => ApiError::unavailable(),
         }
     }
 }

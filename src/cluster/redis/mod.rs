@@ -1,0 +1,178 @@
+//! The Redis backplane: one type, [`RedisBackplane`], that owns the Redis client and the
+//! connection every job shares, with its jobs one per file:
+//!
+//! - `requests`: requests to other nodes and their replies, broadcasts, and this node's
+//!   subscriber, which dispatches what arrives (a request runs through [`ops::apply`]).
+//! - `records`: the background record writer and the resync that rewrites everything.
+//! - `liveness`: this node's lease, deciding whether a silent owner is gone, and reaping
+//!   dead nodes.
+//! - `listings`: connection and member listings, and their cursors.
+//!
+//! How Redis is reached (the client, the connection type `Conn`, publishing and
+//! subscribing) lives in this file alone, so another Redis topology is a change here.
+//! Key and channel names are in [`keys`](super::keys), message shapes in
+//! [`wire`](super::wire).
+//!
+//! Semantics:
+//!
+//! - **Requests** (POST, GET, DELETE, join, leave on a remote connection) are published to
+//!   the owner's inbox channel; the owner runs them on its local state and publishes the
+//!   typed result to the asker's inbox. No subscriber on the owner's inbox means the owner
+//!   is gone — unless its lease is still there or Redis has just restarted, when the answer
+//!   is "unavailable" so a live connection is never declared gone by mistake.
+//! - **Records** (connect, disconnect, join, leave) are written by one background writer
+//!   fed through a bounded queue, so no session ever waits on Redis. A write that cannot be
+//!   queued or fails marks the node dirty, and the next lease refresh rewrites everything.
+//! - **Listings** page through sorted sets ordered by id (`ZRANGEBYLEX`), so a page holds
+//!   at most `limit` entries and its cursor is the last id listed: a connection or member
+//!   that stays for the whole listing appears exactly once.
+//! - **Leases** are refreshed every third of their TTL with `SET … XX`; finding the lease
+//!   missing means Redis lost it, and the node re-registers all it holds.
+//! - **Reaping**: each node looks for nodes in `nodes` whose lease is gone; the first to
+//!   claim one removes its records and memberships and fires `$disconnect` (1006) for each
+//!   of its connections.
+//!
+//! [`ops::apply`]: super::ops::apply
+
+mod listings;
+mod liveness;
+mod records;
+mod requests;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use redis::AsyncCommands as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::warn;
+
+use super::NodeDeaths;
+use super::keys::{self, Keys};
+use super::local::Local;
+use crate::config::ClusterSettings;
+
+/// The connection every job uses: a multiplexed connection that reconnects by itself.
+type Conn = ConnectionManager;
+
+/// Records of dead nodes' connections that may wait for the `$disconnect` hook.
+const DEATH_QUEUE: usize = 1024;
+
+/// The Redis backplane of one node.
+pub struct RedisBackplane {
+    /// This node's tag, as it appears in keys and channels.
+    tag: String,
+    /// Key and channel names under the configured prefix.
+    keys: Keys,
+    /// Opens the pub/sub connections (a subscribed connection cannot run commands).
+    client: redis::Client,
+    /// Runs every command; cloned per use (cheap, multiplexed).
+    conn: Conn,
+    /// This node's connections and groups, which requests and resyncs read.
+    local: Arc<Local>,
+    /// Requests in flight and the subscriber's state.
+    requests: requests::Requests,
+    /// The record writer's queue and whether a write was lost.
+    records: records::RecordWriter,
+    /// The lease and what happens to dead nodes.
+    liveness: liveness::Liveness,
+    /// Spawns the backplane's tasks, so shutdown waits for them.
+    tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for RedisBackplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackplane")
+            .field("node", &self.tag)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackplane {
+    /// Connects (lazily: a node starts even while Redis is down) and starts the
+    /// subscriber, lease, reaper and writer tasks through `tracker`; they stop when
+    /// `shutdown` is cancelled. The receiver yields each connection of a node found dead.
+    pub fn start(
+        settings: &ClusterSettings,
+        local: Arc<Local>,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<(Arc<Self>, NodeDeaths), redis::RedisError> {
+        let client = redis::Client::open(settings.redis_url.expose())?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = client.get_connection_manager_lazy(config)?;
+        let (records, write_rx) = records::RecordWriter::new(settings.write_queue);
+        let (deaths, death_rx) = mpsc::channel(DEATH_QUEUE);
+        let backplane = Arc::new(Self {
+            tag: keys::tag(local.node),
+            keys: Keys::new(&settings.key_prefix),
+            client,
+            conn,
+            local,
+            requests: requests::Requests::new(Duration::from_millis(settings.request_timeout_ms)),
+            records,
+            liveness: liveness::Liveness::new(Duration::from_millis(settings.lease_ttl_ms), deaths),
+            tracker: tracker.clone(),
+        });
+        tracker.spawn(backplane.clone().subscriber(shutdown.clone()));
+        tracker.spawn(backplane.clone().lease_keeper(shutdown.clone()));
+        tracker.spawn(backplane.clone().reaper(shutdown.clone()));
+        tracker.spawn(backplane.clone().writer(write_rx, shutdown));
+        Ok((backplane, death_rx))
+    }
+
+    /// Whether Redis is reachable and this node is registered and subscribed.
+    pub fn is_connected(&self) -> bool {
+        self.requests.subscribed.load(Ordering::Relaxed)
+            && self.liveness.lease_ok.load(Ordering::Relaxed)
+    }
+
+    /// Where this node's record writes go (the same writer for local callers and for
+    /// requests from other nodes).
+    pub fn records(&self) -> &dyn super::Records {
+        &self.records
+    }
+
+    /// Removes this node's registration (after a graceful shutdown closed its connections,
+    /// so no survivor fires `$disconnect` for them again).
+    pub async fn deregister(&self) {
+        let mut conn = self.conn();
+        let mut pipe = redis::pipe();
+        pipe.del(self.keys.lease(&self.tag))
+            .del(self.keys.conns(&self.tag))
+            .del(self.keys.ids(&self.tag))
+            .del(self.keys.memberships(&self.tag))
+            .zrem(self.keys.nodes(), &self.tag);
+        if let Err(error) = pipe.query_async::<()>(&mut conn).await {
+            warn!(%error, "could not deregister from Redis");
+        }
+    }
+
+    // ---- how Redis is reached ----
+
+    /// A handle on the shared command connection.
+    fn conn(&self) -> Conn {
+        self.conn.clone()
+    }
+
+    /// Publishes `message` on `channel`; returns how many subscribers received it.
+    async fn publish(&self, channel: String, message: String) -> Result<i64, redis::RedisError> {
+        self.conn().publish(channel, message).await
+    }
+
+    /// A new pub/sub connection subscribed to `channels`.
+    async fn subscribe(&self, channels: &[String]) -> Result<PubSub, redis::RedisError> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        for channel in channels {
+            pubsub.subscribe(channel).await?;
+        }
+        Ok(pubsub)
+    }
+}
