@@ -171,7 +171,7 @@ pub fn backplane_connected(connected: bool) {
     gauge!("switchboard_backplane_connected").set(if connected { 1.0 } else { 0.0 });
 }
 
-/// A cross-node request took `seconds` (`outcome` = ok | gone | full | unavailable).
+/// A cross-node request took `seconds` (`outcome` = ok | gone | full | unavailable | malformed).
 pub fn backplane_request(seconds: f64, outcome: &'static str) {
     histogram!("switchboard_backplane_request_seconds", "outcome" => outcome).record(seconds);
 }
