@@ -90,7 +90,13 @@ pub async fn run(
     ] {
         info!(listener = name, addr = %listener.local_addr()?, "listening");
     }
-    let client = tokio::spawn(edge::serve(listeners.client, state.clone()));
+    // `client.callbacks`: `@connections` on the client listener, answered by the
+    // management API's own router (its authentication, throttles and errors).
+    let callbacks = settings
+        .client
+        .callbacks
+        .then(|| management::router(state.clone()));
+    let client = tokio::spawn(edge::serve(listeners.client, state.clone(), callbacks));
     let management = tokio::spawn(management::serve(listeners.management, state.clone()));
     let (watch_tx, mut watched) = tokio::sync::mpsc::channel(1);
     if let Some(path) = control

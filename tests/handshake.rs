@@ -946,7 +946,8 @@ async fn connect_event_without_query_or_user_agent_omits_them() {
     );
     assert_eq!(event["requestContext"]["domainName"], "gw.test");
     assert_eq!(event["headers"]["Host"], "gw.test");
-    // The exact header set the raw request sent, minus Connection and Upgrade.
+    // The exact header set the raw request sent, minus Connection and Upgrade, plus the
+    // four AWS adds (tests/aws_edge.rs checks their values).
     let mut names: Vec<_> = event["headers"]
         .as_object()
         .unwrap()
@@ -956,7 +957,15 @@ async fn connect_event_without_query_or_user_agent_omits_them() {
     names.sort();
     assert_eq!(
         names,
-        ["Host", "Sec-WebSocket-Key", "Sec-WebSocket-Version"]
+        [
+            "Host",
+            "Sec-WebSocket-Key",
+            "Sec-WebSocket-Version",
+            "X-Amzn-Trace-Id",
+            "X-Forwarded-For",
+            "X-Forwarded-Port",
+            "X-Forwarded-Proto"
+        ]
     );
     assert_eq!(event["headers"]["Sec-WebSocket-Key"], KEY);
 }

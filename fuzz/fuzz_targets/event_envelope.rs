@@ -54,6 +54,7 @@ fuzz_target!(|input: Input| {
         stage: Arc::from(input.stage.as_str()),
         domain_name: input.domain_name.clone(),
         authorizer: None,
+        trace_id: switchboard::connections::TraceId([1; 16]),
     };
     let detail = match &input.kind {
         Kind::Connect { headers, query } => EventDetail::Connect { headers, query },

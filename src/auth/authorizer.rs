@@ -3,7 +3,9 @@
 //! For each handshake: every identity source must be present and non-empty (else 401
 //! without a call); the gateway POSTs AWS's authorizer event (`type: "REQUEST"`,
 //! `methodArn`, every handshake header including `Connection`, `Upgrade` and
-//! `content-length: 0`, query parameters, `requestContext`) and reads the answer
+//! `content-length: 0` plus the `X-Forwarded-*` and `X-Amzn-Trace-Id` headers the
+//! handshake presents, query parameters, `requestContext`; the request itself carries
+//! the connection's `traceparent`) and reads the answer
 //! ([`super::policy`]). 2xx with an allowing answer lets the connection in; a denying one
 //! gives 403; an HTTP 401 (or the body `"Unauthorized"`) gives 401, an HTTP 403 gives 403;
 //! anything else — unreachable, timeout, another status, a malformed answer, an answer
@@ -28,7 +30,7 @@ use crate::config::{ConfigError, HttpAuthorizerSettings, IdentitySource};
 use crate::connections::id::request_id;
 use crate::connections::now_ms;
 use crate::integrations::event::{Event, EventDetail, header_pairs};
-use crate::integrations::http::HttpClient;
+use crate::integrations::http::{HttpClient, TRACEPARENT};
 use crate::routing::keys;
 
 /// Largest authorizer answer accepted (AWS: 8 KB); larger is a failure (500).
@@ -196,6 +198,7 @@ impl HttpAuthorizer {
             .uri(self.uri.clone())
             .header(header::USER_AGENT, "switchboard")
             .header(header::CONTENT_TYPE, "application/json")
+            .header(TRACEPARENT, handshake.info.trace_id.child_traceparent())
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| Refusal::failed(format!("authorizer request: {e}")))?;
         let call = async {

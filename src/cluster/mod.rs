@@ -114,6 +114,9 @@ pub struct ConnectionRecord {
     /// `$disconnect` still carry them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorizer: Option<crate::connections::AuthorizerContext>,
+    /// The connection's W3C trace id, hex (so a reaped `$disconnect` joins its trace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl ConnectionRecord {
@@ -128,6 +131,7 @@ impl ConnectionRecord {
             stage: info.stage.to_string(),
             domain_name: info.domain_name.clone(),
             authorizer: info.authorizer.as_deref().cloned(),
+            trace_id: Some(info.trace_id.to_string()),
         }
     }
 }
@@ -146,6 +150,11 @@ impl ConnectionRecord {
             stage: self.stage.as_str().into(),
             domain_name: self.domain_name.clone(),
             authorizer: self.authorizer.clone().map(Arc::new),
+            trace_id: self
+                .trace_id
+                .as_deref()
+                .and_then(crate::connections::TraceId::parse_hex)
+                .unwrap_or_else(crate::connections::TraceId::random),
         })
     }
 }

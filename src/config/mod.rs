@@ -8,10 +8,12 @@
 pub mod access_log;
 mod auth;
 mod limits;
+mod net;
 mod settings;
 
 pub use auth::*;
 pub use limits::*;
+pub use net::IpRange;
 pub use settings::*;
 
 use config::{Config, Environment, File, FileFormat};
@@ -84,6 +86,7 @@ pub fn load(
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("api.stages")
+                .with_list_parse_key("client.trusted_proxies")
                 .with_list_parse_key("management.bearer_tokens")
                 .with_list_parse_key("management.sigv4.access_keys")
                 .with_list_parse_key("auth.allowed_origins")
@@ -162,6 +165,19 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "client.max_json_depth",
                 "must be at most 127 (the JSON parser's own nesting limit)",
+            ));
+        }
+        if c.callbacks && self.management.auth == ManagementAuth::None {
+            return Err(ConfigError::invalid(
+                "client.callbacks",
+                "serves @connections on the client listener, which is never unauthenticated: \
+                 set management.auth to \"bearer\", \"sigv4\" or \"both\"",
+            ));
+        }
+        if c.public_host.contains(['/', ' ']) {
+            return Err(ConfigError::invalid(
+                "client.public_host",
+                "must be a host name, optionally with :port (no scheme, no path)",
             ));
         }
         if matches!(
@@ -389,6 +405,18 @@ mod tests {
             (
                 "[client]\nmax_json_depth = 128\n[management]\nauth = \"none\"\n",
                 "client.max_json_depth",
+            ),
+            (
+                "[client]\ncallbacks = true\n[management]\nauth = \"none\"\n",
+                "client.callbacks",
+            ),
+            (
+                "[client]\ntrusted_proxies = [\"10.0.0.0/8\", \"proxy.internal\"]\n[management]\nauth = \"none\"\n",
+                "client.trusted_proxies",
+            ),
+            (
+                "[client]\npublic_host = \"https://ws.example.com\"\n[management]\nauth = \"none\"\n",
+                "client.public_host",
             ),
         ];
         for (text, key) in cases {

@@ -116,6 +116,17 @@ pub struct ClientSettings {
     pub max_json_depth: usize,
     /// TLS on the WebSocket listener (`wss://`); off when both files are empty.
     pub tls: super::TlsSettings,
+    /// The public host reported as `requestContext.domainName` (handlers build the
+    /// callback URL `https://{domainName}/{stage}` from it); empty: the handshake's `Host`.
+    pub public_host: String,
+    /// Load balancers and proxies whose `X-Forwarded-For`, `X-Forwarded-Proto` and
+    /// `X-Forwarded-Port` are believed (IP addresses or CIDR blocks). Behind one,
+    /// `identity.sourceIp` is the rightmost forwarded address that is not itself trusted.
+    pub trusted_proxies: Vec<super::IpRange>,
+    /// Also serve `POST|GET|DELETE /{stage}/@connections/{id}` on this listener, as AWS
+    /// does, with the management API's authentication (never with `management.auth =
+    /// "none"`). Read at startup.
+    pub callbacks: bool,
 }
 
 impl Default for ClientSettings {
@@ -141,6 +152,9 @@ impl Default for ClientSettings {
             max_inflight_per_connection: 16,
             max_json_depth: 64,
             tls: super::TlsSettings::default(),
+            public_host: String::new(),
+            trusted_proxies: Vec::new(),
+            callbacks: false,
         }
     }
 }

@@ -25,11 +25,13 @@ pub struct ConnInfo {
     pub user_agent: Option<String>,
     /// The stage from the handshake path.
     pub stage: Arc<str>,
-    /// The handshake's `Host` header (`requestContext.domainName`).
+    /// `client.public_host`, else the handshake's `Host` header (`requestContext.domainName`).
     pub domain_name: String,
     /// What the authorizer said (`requestContext.authorizer` on every event); `None`
     /// without an authorizer.
     pub authorizer: Option<Arc<AuthorizerContext>>,
+    /// The W3C trace id of every call made for the connection (`traceparent`).
+    pub trace_id: super::TraceId,
 }
 
 /// What an authorizer said about a connection: `principalId` and a context whose values

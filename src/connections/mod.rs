@@ -1,6 +1,7 @@
 //! Connections as every layer above sees them: ids ([`id`]), what the handshake and the
 //! authorizer established ([`info`]), how a connection closes ([`close`]), its bounded
-//! outbound queue ([`outbox`]) and the local registry ([`registry`]).
+//! outbound queue ([`outbox`]), the local registry ([`registry`]) and the W3C trace id
+//! every call made for it carries ([`trace`]).
 //!
 //! A handle is shared metadata, the connection's outbound queue ([`Outbox`]) and a close
 //! request; it never holds the socket (the session task owns that). The outbox's wake-up is
@@ -15,12 +16,14 @@ pub mod id;
 pub mod info;
 pub mod outbox;
 pub mod registry;
+pub mod trace;
 
 pub use close::Close;
 pub use id::{ConnectionId, NodeTag};
 pub use info::{AuthorizerContext, ConnInfo};
 pub use outbox::{Outbox, SendError};
 pub use registry::{ConnHandle, ConnShared, Registry};
+pub use trace::TraceId;
 
 /// Milliseconds since the epoch: the clock of `connectedAt`, `lastActiveAt` and events.
 pub fn now_ms() -> i64 {

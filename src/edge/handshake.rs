@@ -1,7 +1,7 @@
 //! The handshake pipeline, answered asynchronously before the 101:
-//! stage path → upgrade checks → throttles → admission (`crate::auth`: origin, authorizer,
-//! API key) → `$connect` integration → 101 (+ the one subprotocol
-//! `$connect` chose) → registration → session.
+//! stage path → upgrade checks → throttles → the headers AWS adds and the client's address
+//! (`forwarded`) → admission (`crate::auth`: origin, authorizer, API key) → `$connect`
+//! integration → 101 (+ the one subprotocol `$connect` chose) → registration → session.
 //!
 //! A plain GET without an upgrade gets 426; a bad key or version gets 400/426; a
 //! `$connect` answer outside 2xx rejects with that status; a failed or timed-out backend
@@ -23,10 +23,11 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{Instrument as _, info, info_span, warn};
 
+use super::forwarded::{self, Transport};
 use super::session;
 use crate::api::Api;
 use crate::connections::id::request_id;
-use crate::connections::{Close, ConnInfo, ConnShared, ConnectionId, now_ms};
+use crate::connections::{Close, ConnInfo, ConnShared, ConnectionId, TraceId, now_ms};
 use crate::integrations::event::{Event, header_pairs, keys};
 use crate::integrations::proxy_response::GroupChanges;
 use crate::state::AppState;
@@ -40,10 +41,10 @@ type Body = Full<Bytes>;
 /// Answers one handshake request.
 pub async fn handle(
     request: Request<Incoming>,
-    peer: SocketAddr,
+    transport: Transport,
     state: Arc<AppState>,
 ) -> Result<Response<Body>, Infallible> {
-    let response = match accept_or_reject(request, peer, &state).await {
+    let response = match accept_or_reject(request, transport, &state).await {
         Ok(response) => response,
         Err(rejection) => rejection.into_response(),
     };
@@ -58,39 +59,48 @@ pub async fn handle(
 /// either hands the next what it established or refuses the handshake.
 async fn accept_or_reject(
     mut request: Request<Incoming>,
-    peer: SocketAddr,
+    transport: Transport,
     state: &Arc<AppState>,
 ) -> Result<Response<Body>, Rejection> {
+    let peer = transport.peer;
     let api = state.api();
     let Admitted { stage, key, permit } = admit(&request, peer, &api, state)?;
     let query = query_pairs(request.uri());
+    // What AWS adds (X-Forwarded-*, X-Amzn-Trace-Id) and the client's real address, once,
+    // for the authorizer event and the CONNECT event alike.
+    let connected_at_ms = now_ms();
+    let forwarded = forwarded::forwarded(
+        request.headers(),
+        transport,
+        &api.client.trusted_proxies,
+        (connected_at_ms / 1000) as u64,
+        rand::random(),
+    );
+    let headers = forwarded.present(request.headers());
+    let domain_name = if api.client.public_host.is_empty() {
+        header_str(request.headers(), header::HOST).unwrap_or_default()
+    } else {
+        api.client.public_host.clone()
+    };
     let mut info = ConnInfo {
         id: ConnectionId::new(state.node()),
         id_text: String::new(),
-        connected_at_ms: now_ms(),
-        source_ip: peer.ip(),
+        connected_at_ms,
+        source_ip: forwarded.source_ip,
         user_agent: header_str(request.headers(), header::USER_AGENT),
         stage,
-        domain_name: header_str(request.headers(), header::HOST).unwrap_or_default(),
+        domain_name,
         authorizer: None,
+        trace_id: client_trace_id(request.headers()).unwrap_or_else(TraceId::random),
     };
     info.id_text = info.id.to_string();
-    let span = info_span!("connect", conn = %info.id_text, peer = %peer);
+    let span = info_span!("connect", conn = %info.id_text, peer = %peer, trace_id = %info.trace_id);
 
-    let identity = authorize(&api, request.headers(), &query, &info, &span).await?;
+    let identity = authorize(&api, &headers, &query, &info, &span).await?;
     info.authorizer = identity.authorizer;
 
     let request_id = request_id();
-    let connected = run_connect(
-        state,
-        &api,
-        request.headers(),
-        &query,
-        &info,
-        &request_id,
-        &span,
-    )
-    .await?;
+    let connected = run_connect(state, &api, &headers, &query, &info, &request_id, &span).await?;
     let subprotocol = connected.subprotocol.or(identity.subprotocol);
     let response = switching_protocols(&key, subprotocol.as_deref())?;
 
@@ -261,7 +271,11 @@ fn spawn_session(
     upgrade: hyper::upgrade::OnUpgrade,
     permit: ConnLimits,
 ) {
-    let session_span = info_span!("conn", conn = %shared.info.id_text);
+    let session_span = info_span!(
+        "conn",
+        conn = %shared.info.id_text,
+        trace_id = %shared.info.trace_id
+    );
     let state = state.clone();
     state.tracker.clone().spawn(
         async move {
@@ -367,6 +381,15 @@ fn check_upgrade(method: &Method, headers: &HeaderMap) -> Result<String, Rejecti
             )
         })?;
     Ok(key.trim().to_owned())
+}
+
+/// The trace id of the handshake's `traceparent`, when it has exactly one valid one.
+fn client_trace_id(headers: &HeaderMap) -> Option<TraceId> {
+    let mut values = headers.get_all("traceparent").iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => TraceId::from_traceparent(value.to_str().ok()?),
+        _ => None,
+    }
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {

@@ -413,6 +413,7 @@ mod tests {
             stage: "prod".into(),
             domain_name: "gw.example".into(),
             authorizer: None,
+            trace_id: crate::connections::TraceId::random(),
         }
     }
 

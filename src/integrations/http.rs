@@ -3,7 +3,8 @@
 //! Proxy mode POSTs the Lambda-proxy event JSON; passthrough mode POSTs the raw message
 //! with the connection id, route key and request id as headers. A transport status of 500
 //! or more is an integration error; anything else is an answer (its proxy `statusCode`, if
-//! it has one, decides `$connect`).
+//! it has one, decides `$connect`). Every request carries `traceparent` (the connection's
+//! trace id, a fresh span id), so a backend's traces join the gateway's.
 
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ pub fn build_client() -> HttpClient {
         .pool_idle_timeout(Duration::from_secs(90))
         .build(connector)
 }
+
+/// W3C Trace Context: every call carries the connection's trace id and a fresh span id.
+pub const TRACEPARENT: &str = "traceparent";
 
 /// Headers of passthrough mode.
 pub mod headers {
@@ -150,7 +154,8 @@ impl HttpIntegration {
         let builder = Request::builder()
             .method(Method::POST)
             .uri(self.uri.clone())
-            .header(header::USER_AGENT, "switchboard");
+            .header(header::USER_AGENT, "switchboard")
+            .header(TRACEPARENT, event.conn.trace_id.child_traceparent());
         let request = match self.mode {
             HttpMode::Proxy => builder
                 .header(header::CONTENT_TYPE, "application/json")

@@ -182,6 +182,7 @@ mod tests {
             stage: "prod".into(),
             domain_name: "h".into(),
             authorizer: None,
+            trace_id: crate::connections::TraceId::random(),
         };
         let event = Event {
             conn: &conn,

@@ -161,6 +161,7 @@ mod tests {
             stage: "prod".into(),
             domain_name: "h".into(),
             authorizer: None,
+            trace_id: crate::connections::TraceId::random(),
         };
         let event = Event::message(&conn, "api", "chat", "R", 1_731_324_924_561, "M", "", false);
         let record = AccessRecord {
