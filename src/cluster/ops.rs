@@ -154,6 +154,7 @@ mod tests {
             stage: "prod".into(),
             domain_name: "example.test".into(),
             authorizer: None,
+            trace_id: crate::connections::TraceId::random(),
         };
         let shared = Arc::new(ConnShared::new(info, 2, 1 << 20));
         local.registry.insert(ConnHandle::new(shared.clone()));

@@ -165,6 +165,7 @@ mod tests {
             stage: "prod".into(),
             domain_name: "h".into(),
             authorizer: None,
+            trace_id: None,
         };
         let mut msgs = vec![
             Wire::Request {
