@@ -526,3 +526,111 @@ async fn inbound_flood_to_a_slow_backend_is_backpressured() {
     backend.expect_none(Duration::from_millis(300)).await;
     assert_rss_bounded(&gw, before, 8 * MIB, "inbound flood");
 }
+
+// ---- Backend connections ----
+
+/// Open file descriptors of the gateway process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("proc fd")
+        .count()
+}
+
+/// Waits (up to `limit`) until the gateway holds at most `bound` descriptors; returns the
+/// last count.
+async fn fds_settle_to(gw: &Gateway, bound: usize, limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = open_fds(gw.pid());
+        if now <= bound || Instant::now() >= deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Descriptors the gateway may open or keep besides its pooled backend connections.
+const FD_MARGIN: usize = 4;
+
+/// A gateway whose `$disconnect` calls a slow HTTP backend, with `[http_client]` set to
+/// `pool`; returns it, the backend, and the gateway's descriptor count once warmed up.
+async fn disconnect_gateway(pool: &str) -> (Gateway, Backend, usize) {
+    // Slow answers keep the calls of a burst in flight together: one connection each.
+    let backend = Backend::slow(Duration::from_millis(300)).await;
+    let extra = format!(
+        "[routes.\"$disconnect\"]\nintegration = \"rec\"\n\
+         [integrations.rec]\ntype = \"http\"\nurl = \"{}\"\n[http_client]\n{pool}",
+        backend.url("/disconnect")
+    );
+    let mut gw = Gateway::start(&echo_config(&extra)).await;
+    assert_serving(&mut gw).await;
+    backend.next().await; // the warm-up client's $disconnect
+    assert_no_sessions_left(&gw).await;
+    let baseline = open_fds(gw.pid());
+    (gw, backend, baseline)
+}
+
+/// Opens `n` connections, drops them all at once (each runs `$disconnect`), and waits
+/// until the backend has received every call.
+async fn disconnect_burst(gw: &Gateway, backend: &Backend, n: usize) {
+    let mut open = Vec::with_capacity(n);
+    for _ in 0..n {
+        open.push(Raw::websocket(gw.client_addr).await);
+    }
+    drop(open);
+    for _ in 0..n {
+        backend.next().await;
+    }
+    assert_no_sessions_left(gw).await;
+}
+
+/// After a burst of 200 `$disconnect` calls at once, the backend HTTP client keeps at most
+/// `http_client.max_idle_per_host` idle connections: the gateway's descriptors settle to
+/// the cap (plus a small margin), not one per call, although the idle timeout is long.
+#[tokio::test]
+async fn idle_backend_connections_are_capped_per_host() {
+    let cap = 8;
+    let (mut gw, backend, baseline) = disconnect_gateway(&format!(
+        "max_idle_per_host = {cap}\nidle_timeout_ms = 60000\n"
+    ))
+    .await;
+    disconnect_burst(&gw, &backend, 200).await;
+    // The last calls answer 300 ms after they arrive; give them time to return their
+    // connections to the pool.
+    let bound = baseline + cap + FD_MARGIN;
+    let settled = fds_settle_to(&gw, bound, Duration::from_secs(5)).await;
+    eprintln!("disconnect burst: {baseline} descriptors before, {settled} after (bound {bound})");
+    assert!(
+        settled <= bound,
+        "{settled} descriptors after the burst; at most {bound} expected (cap {cap})"
+    );
+    // And it stays there: nothing else was waiting to be closed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = open_fds(gw.pid());
+    assert!(later <= bound, "{later} descriptors later; bound {bound}");
+    assert_serving(&mut gw).await;
+}
+
+/// With a short `http_client.idle_timeout_ms`, the idle backend connections a burst left
+/// behind are closed once it passes (within twice the timeout): the descriptors return to
+/// what the gateway held before.
+#[tokio::test]
+async fn idle_backend_connections_close_after_the_idle_timeout() {
+    let idle_ms = 500;
+    let (mut gw, backend, baseline) = disconnect_gateway(&format!(
+        "max_idle_per_host = 64\nidle_timeout_ms = {idle_ms}\n"
+    ))
+    .await;
+    disconnect_burst(&gw, &backend, 100).await;
+    let pooled = open_fds(gw.pid());
+    eprintln!("after the burst: {pooled} descriptors (baseline {baseline})");
+    // Calls end 300 ms after they arrive; then at most two idle periods pass.
+    let bound = baseline + FD_MARGIN;
+    let settled = fds_settle_to(&gw, bound, Duration::from_millis(300 + 3 * idle_ms)).await;
+    assert!(
+        settled <= bound,
+        "{settled} descriptors {}ms after the burst; at most {bound} expected",
+        300 + 3 * idle_ms
+    );
+    assert_serving(&mut gw).await;
+}

@@ -35,6 +35,9 @@ pub struct Settings {
     pub routes: BTreeMap<String, RouteSettings>,
     /// Integration name → how to call it. Routes refer to integrations by name.
     pub integrations: BTreeMap<String, IntegrationSettings>,
+    /// The one outbound HTTP client (integrations, the authorizer, JWKS fetches): how many
+    /// idle keep-alive connections it keeps, and for how long.
+    pub http_client: HttpClientSettings,
 }
 
 /// `[api]`: identity of the API and how messages pick a route.
@@ -141,6 +144,31 @@ impl Default for ClientSettings {
             max_inflight_per_connection: 16,
             max_json_depth: 64,
             tls: super::TlsSettings::default(),
+        }
+    }
+}
+
+/// `[http_client]`: the keep-alive pool of the outbound HTTP client every integration, the
+/// HTTP authorizer and JWKS fetches share.
+///
+/// After a burst (say, many `$disconnect` calls at once) the client holds one connection
+/// per call that ran concurrently; these two settings bound what stays open afterwards.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpClientSettings {
+    /// Idle connections kept per backend host (scheme, host and port); a connection
+    /// returned to a full pool is closed. 0 keeps none (every call opens a connection).
+    pub max_idle_per_host: usize,
+    /// Milliseconds an idle connection is kept (100–3600000). It is closed between this
+    /// and twice this after its last call (the pool checks once per period).
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for HttpClientSettings {
+    fn default() -> Self {
+        Self {
+            max_idle_per_host: 32,
+            idle_timeout_ms: 30_000,
         }
     }
 }
