@@ -306,6 +306,71 @@ async fn fragmented_message_over_the_limit_closes_1009() {
     assert_serving(&mut gw).await;
 }
 
+/// A message of `n` frames (a text frame, then continuations), each carrying `piece`.
+fn fragmented(n: usize, piece: &[u8]) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| {
+            let opcode = if i == 0 { op::TEXT } else { op::CONT };
+            frame(i == n - 1, 0, opcode, true, piece)
+        })
+        .collect()
+}
+
+/// `client.max_fragments_per_message`: a message of exactly the cap's frames (pings
+/// between them do not count) is echoed; one more frame closes with 1009, also when the
+/// frames come in the same write as the handshake; and 200,000 empty continuations at the
+/// default cap close with 1009 instead of being read on.
+#[tokio::test]
+async fn too_many_fragments_in_one_message_close_1009() {
+    let (mut gw, before) = start("[client]\nmax_fragments_per_message = 100\n").await;
+    let mut raw = Raw::websocket(gw.client_addr).await;
+    // 100 frames, with a ping after the 50th.
+    let mut at_cap = fragmented(100, b"a");
+    let at = 50 * frame(false, 0, op::CONT, true, b"a").len();
+    at_cap.splice(at..at, client_frame(op::PING, b"between"));
+    raw.send(&at_cap).await;
+    assert_eq!(raw.read_frame().await.unwrap().opcode, op::PONG);
+    assert_eq!(raw.read_frame().await.unwrap().text(), "a".repeat(100));
+    raw.send(&fragmented(101, b"c")).await;
+    assert_eq!(
+        raw.until_close().await.1.unwrap(),
+        (1009, "Message too big".into())
+    );
+    // The frames in the handshake's own write (read ahead by the HTTP parser) count too.
+    let mut request = upgrade_request("/prod", "").into_bytes();
+    request.extend(fragmented(101, b"d"));
+    let mut raw = Raw::connect(gw.client_addr).await;
+    raw.send(&request).await;
+    assert_eq!(raw.read_head().await.status, 101);
+    assert_eq!(raw.close_code().await, 1009);
+    assert_no_sessions_left(&gw).await;
+    assert_serving(&mut gw).await;
+    assert_rss_bounded(&gw, before, 8 * MIB, "fragment floods");
+
+    // The case at the default cap (1024): 200,000 empty continuation frames.
+    let (mut gw, _) = start("").await;
+    let mut raw = Raw::websocket(gw.client_addr).await;
+    let flood = fragmented(200_000, b"");
+    for chunk in flood.chunks(64 * 1024) {
+        if !raw.try_send(chunk).await {
+            break;
+        }
+    }
+    assert_eq!(raw.close_code().await, 1009);
+    let mut raw = Raw::websocket(gw.client_addr).await;
+    raw.send(&fragmented(1024, b"")).await;
+    raw.send(&client_frame(op::TEXT, b"after 1024 empty fragments"))
+        .await;
+    assert_eq!(
+        raw.read_frame().await.unwrap().text(),
+        "after 1024 empty fragments",
+        "an empty message gets no answer; the next one is echoed"
+    );
+    drop(raw);
+    assert_no_sessions_left(&gw).await;
+    assert_serving(&mut gw).await;
+}
+
 /// Invalid UTF-8 split across fragments closes with 1007; a valid character split across
 /// fragments is echoed.
 #[tokio::test]

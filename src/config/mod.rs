@@ -139,6 +139,10 @@ impl Settings {
                 "must be at least client.max_frame_bytes",
             ));
         }
+        positive(
+            "client.max_fragments_per_message",
+            u64::from(c.max_fragments_per_message),
+        )?;
         positive("client.idle_timeout_secs", c.idle_timeout_secs)?;
         positive("client.max_lifetime_secs", c.max_lifetime_secs)?;
         positive(
@@ -396,6 +400,10 @@ mod tests {
                 "api.stages",
             ),
             ("[unknown_section]\nx = 1\n", "unknown_section"),
+            (
+                "[client]\nmax_fragments_per_message = 0\n[management]\nauth = \"none\"\n",
+                "client.max_fragments_per_message",
+            ),
             (
                 "[management]\nauth = \"none\"\n[http_client]\nmax_idle = 1\n",
                 "http_client",

@@ -95,6 +95,9 @@ pub struct ClientSettings {
     /// Largest (reassembled) message a client may send, and the largest POST body. Over it:
     /// close 1009, or 413 on the management API.
     pub max_message_bytes: usize,
+    /// Most frames one message from a client may have (its first frame and its
+    /// continuations; control frames between them do not count). Over it: close 1009.
+    pub max_fragments_per_message: u32,
     /// What a binary frame from a client does.
     pub binary_frames: BinaryFrames,
     /// Seconds without a data frame in either direction before the gateway closes with 1001.
@@ -133,6 +136,7 @@ impl Default for ClientSettings {
             write_buffer_bytes: 0,
             max_frame_bytes: 32 * 1024,
             max_message_bytes: 128 * 1024,
+            max_fragments_per_message: 1024,
             binary_frames: BinaryFrames::Reject,
             idle_timeout_secs: 600,
             max_lifetime_secs: 7200,

@@ -1,11 +1,13 @@
 //! The client edge: the accept loop, the handshake pipeline (`handshake`) and the
-//! per-connection session task (`session`), with close codes in `close`.
+//! per-connection session task (`session`), with close codes in `close` and the
+//! fragments-per-message cap under the session's socket in `fragments`.
 //!
 //! The accept loop only accepts: each TCP connection gets its own task (spawned through the
 //! tracker) that serves the HTTP/1 handshake under a deadline, so a slow client never
 //! blocks the loop.
 
 pub mod close;
+pub mod fragments;
 pub mod handshake;
 pub mod session;
 
