@@ -396,9 +396,20 @@ async fn invalid_utf8_split_across_fragments_closes_1007() {
     assert_serving(&mut gw).await;
 }
 
+/// Sends `body` as one text message in fragments under the frame limit.
+async fn send_in_fragments(raw: &mut Raw, body: &[u8]) {
+    let chunks: Vec<&[u8]> = body.chunks(30_000).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let opcode = if i == 0 { op::TEXT } else { op::CONT };
+        raw.send(&frame(i == chunks.len() - 1, 0, opcode, true, chunk))
+            .await;
+    }
+}
+
 /// Deeply nested JSON is refused before route selection with AWS's `Bad request body`
 /// frame; the connection stays open. Nesting far past serde's recursion limit (tens of
 /// thousands of levels, sent in fragments under the frame limit) must not overflow a stack.
+/// Text that is not JSON, however many brackets it opens, is routed (echoed) instead.
 #[tokio::test]
 async fn deeply_nested_json_gets_bad_request_body() {
     let (mut gw, before) = start("").await;
@@ -408,17 +419,13 @@ async fn deeply_nested_json_gets_bad_request_body() {
     let whoami: Value = serde_json::from_str(&raw.read_frame().await.unwrap().text()).unwrap();
     let id = whoami["connectionId"].as_str().unwrap().to_owned();
     for depth in [65, 1000, 60_000] {
+        // Both fit the 128 KiB message limit.
+        let objects = depth.min(20_000);
         for body in [
             format!("{}1{}", "[".repeat(depth), "]".repeat(depth)),
-            format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth)),
+            format!("{}1{}", r#"{"a":"#.repeat(objects), "}".repeat(objects)),
         ] {
-            let body = &body.as_bytes()[..body.len().min(120_000)];
-            let chunks: Vec<&[u8]> = body.chunks(30_000).collect();
-            for (i, chunk) in chunks.iter().enumerate() {
-                let opcode = if i == 0 { op::TEXT } else { op::CONT };
-                raw.send(&frame(i == chunks.len() - 1, 0, opcode, true, chunk))
-                    .await;
-            }
+            send_in_fragments(&mut raw, body.as_bytes()).await;
             let reply = raw.read_frame().await.expect("a reply");
             let v: Value = serde_json::from_str(&reply.text()).unwrap();
             assert_eq!(v["message"], "Bad request body", "depth {depth}");
@@ -435,6 +442,20 @@ async fn deeply_nested_json_gets_bad_request_body() {
     let body = format!("{}1{}", "[".repeat(64), "]".repeat(64));
     raw.send(&client_frame(op::TEXT, body.as_bytes())).await;
     assert_eq!(raw.read_frame().await.unwrap().text(), body);
+    // Not JSON (unclosed, or cut short): echoed, scanned without recursion too.
+    for body in [
+        "[".repeat(120_000),
+        format!("{}1{}", "[".repeat(60_000), "]".repeat(59_999)),
+        r#"{"a":"#.repeat(20_000),
+    ] {
+        send_in_fragments(&mut raw, body.as_bytes()).await;
+        let reply = raw.read_frame().await.expect("an echo");
+        assert!(
+            reply.payload == body.as_bytes(),
+            "not echoed ({} bytes)",
+            body.len()
+        );
+    }
     assert_rss_bounded(&gw, before, 8 * MIB, "deep JSON");
     raw.send(&common::raw::close_frame(1000, "")).await;
     assert_no_sessions_left(&gw).await;
