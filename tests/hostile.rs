@@ -347,7 +347,7 @@ async fn too_many_fragments_in_one_message_close_1009() {
     assert_serving(&mut gw).await;
     assert_rss_bounded(&gw, before, 8 * MIB, "fragment floods");
 
-    // The case at the default cap (1024): 200,000 empty continuation frames.
+    // The case at the default cap (4096): 200,000 empty continuation frames.
     let (mut gw, _) = start("").await;
     let mut raw = Raw::websocket(gw.client_addr).await;
     let flood = fragmented(200_000, b"");
@@ -358,12 +358,12 @@ async fn too_many_fragments_in_one_message_close_1009() {
     }
     assert_eq!(raw.close_code().await, 1009);
     let mut raw = Raw::websocket(gw.client_addr).await;
-    raw.send(&fragmented(1024, b"")).await;
-    raw.send(&client_frame(op::TEXT, b"after 1024 empty fragments"))
+    raw.send(&fragmented(4096, b"")).await;
+    raw.send(&client_frame(op::TEXT, b"after 4096 empty fragments"))
         .await;
     assert_eq!(
         raw.read_frame().await.unwrap().text(),
-        "after 1024 empty fragments",
+        "after 4096 empty fragments",
         "an empty message gets no answer; the next one is echoed"
     );
     drop(raw);

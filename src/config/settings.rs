@@ -136,7 +136,7 @@ impl Default for ClientSettings {
             write_buffer_bytes: 0,
             max_frame_bytes: 32 * 1024,
             max_message_bytes: 128 * 1024,
-            max_fragments_per_message: 1024,
+            max_fragments_per_message: 4096,
             binary_frames: BinaryFrames::Reject,
             idle_timeout_secs: 600,
             max_lifetime_secs: 7200,
