@@ -11,8 +11,9 @@
 //! **Reloading** (SIGHUP, or a changed file when `server.watch_config` is on): the file is
 //! loaded and validated again; routes, integrations, limits and management credentials are
 //! swapped in whole for the next message or call. An invalid file is refused with the bad
-//! key named and the running configuration kept. Listener addresses, `[cluster]`, `[log]`
-//! and the throttles of `[limits]` need a restart (a reload that changes them says so).
+//! key named and the running configuration kept. Listener addresses, `[cluster]`, `[log]`,
+//! `[http_client]` and the throttles of `[limits]` need a restart (a reload that changes
+//! them says so).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -132,6 +133,7 @@ pub fn reload(state: &AppState, load: &Loader) {
         ("cluster", running.cluster != settings.cluster),
         ("log", running.log != settings.log),
         ("limits", running.limits != settings.limits),
+        ("http_client", running.http_client != settings.http_client),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

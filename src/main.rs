@@ -42,7 +42,10 @@ fn load(path: Option<&PathBuf>) -> Result<Settings, config::ConfigError> {
     let source = path.map_or(ConfigSource::Embedded, |p| ConfigSource::File(p));
     let settings = config::load(source, std::env::vars())?;
     // Build the API once to check what needs parsing (selection expression, templates).
-    Api::build(&settings, &switchboard::integrations::http::build_client())?;
+    Api::build(
+        &settings,
+        &switchboard::integrations::http::build_client(&settings.http_client),
+    )?;
     // And the TLS certificate and key files, if any.
     switchboard::tls::Acceptors::build(&settings)?;
     Ok(settings)

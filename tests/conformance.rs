@@ -585,6 +585,68 @@ async fn section_7_close_handling() {
     }
 }
 
+/// The close frame is not lost to a reset: a client that goes on writing an oversized
+/// message (1 MiB, over `client.max_message_bytes`) after the gateway refused it still
+/// reads the 1009 close. Closing a socket with received bytes unread makes the kernel send
+/// a reset and throw away what it has not sent yet — here the close frame, queued behind
+/// an echo the client has not read (its receive window is kept small). The gateway
+/// half-closes instead, and reads on until the client closes. Twenty rounds, half with one
+/// 1 MiB frame and half with 32 KiB fragments.
+#[tokio::test]
+async fn section_7_close_survives_a_client_still_sending() {
+    let gw = gateway().await;
+    let echoed = vec![b'e'; ECHO];
+    let payload = vec![b'x'; 1024 * 1024];
+    let one_frame = client_frame(op::TEXT, &payload);
+    let chunks: Vec<&[u8]> = payload.chunks(32_768).collect();
+    let fragments: Vec<u8> = chunks
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let opcode = if i == 0 { op::TEXT } else { op::CONT };
+            frame(i == chunks.len() - 1, 0, opcode, true, c)
+        })
+        .collect();
+    for round in 0..20 {
+        let oversized = if round % 2 == 0 {
+            &one_frame
+        } else {
+            &fragments
+        };
+        let mut raw = Raw::websocket_with_receive_buffer(gw.client_addr, 4096).await;
+        // An echo the client does not read yet: part of it waits in the gateway's queue.
+        raw.send(&client_frame(op::TEXT, &echoed)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Enough of the oversized message for the gateway to refuse it and close ...
+        let (first, rest) = oversized.split_at(160 * 1024);
+        raw.send(first).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // ... while the rest is still on its way, in several writes.
+        for chunk in rest.chunks(128 * 1024) {
+            if !raw.try_send(chunk).await {
+                break;
+            }
+        }
+        let echo = raw
+            .read_frame()
+            .await
+            .unwrap_or_else(|| panic!("round {round}: the socket ended before the echo"));
+        assert_eq!(echo.payload.len(), ECHO, "round {round}");
+        let close = raw
+            .read_frame()
+            .await
+            .unwrap_or_else(|| panic!("round {round}: the socket ended without a close frame"));
+        assert_eq!(
+            close.close(),
+            Some((1009, "Message too big".to_owned())),
+            "round {round}"
+        );
+    }
+}
+
+/// The echo queued ahead of the close in [`section_7_close_survives_a_client_still_sending`].
+const ECHO: usize = 16 * 1024;
+
 /// 7.x `$disconnect` sees what the client's close said (an extension of Autobahn's
 /// cases: the close code and reason reach the backend).
 #[tokio::test]

@@ -306,6 +306,71 @@ async fn fragmented_message_over_the_limit_closes_1009() {
     assert_serving(&mut gw).await;
 }
 
+/// A message of `n` frames (a text frame, then continuations), each carrying `piece`.
+fn fragmented(n: usize, piece: &[u8]) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| {
+            let opcode = if i == 0 { op::TEXT } else { op::CONT };
+            frame(i == n - 1, 0, opcode, true, piece)
+        })
+        .collect()
+}
+
+/// `client.max_fragments_per_message`: a message of exactly the cap's frames (pings
+/// between them do not count) is echoed; one more frame closes with 1009, also when the
+/// frames come in the same write as the handshake; and 200,000 empty continuations at the
+/// default cap close with 1009 instead of being read on.
+#[tokio::test]
+async fn too_many_fragments_in_one_message_close_1009() {
+    let (mut gw, before) = start("[client]\nmax_fragments_per_message = 100\n").await;
+    let mut raw = Raw::websocket(gw.client_addr).await;
+    // 100 frames, with a ping after the 50th.
+    let mut at_cap = fragmented(100, b"a");
+    let at = 50 * frame(false, 0, op::CONT, true, b"a").len();
+    at_cap.splice(at..at, client_frame(op::PING, b"between"));
+    raw.send(&at_cap).await;
+    assert_eq!(raw.read_frame().await.unwrap().opcode, op::PONG);
+    assert_eq!(raw.read_frame().await.unwrap().text(), "a".repeat(100));
+    raw.send(&fragmented(101, b"c")).await;
+    assert_eq!(
+        raw.until_close().await.1.unwrap(),
+        (1009, "Message too big".into())
+    );
+    // The frames in the handshake's own write (read ahead by the HTTP parser) count too.
+    let mut request = upgrade_request("/prod", "").into_bytes();
+    request.extend(fragmented(101, b"d"));
+    let mut raw = Raw::connect(gw.client_addr).await;
+    raw.send(&request).await;
+    assert_eq!(raw.read_head().await.status, 101);
+    assert_eq!(raw.close_code().await, 1009);
+    assert_no_sessions_left(&gw).await;
+    assert_serving(&mut gw).await;
+    assert_rss_bounded(&gw, before, 8 * MIB, "fragment floods");
+
+    // The issue's case at the default cap (4096): 200,000 empty continuation frames.
+    let (mut gw, _) = start("").await;
+    let mut raw = Raw::websocket(gw.client_addr).await;
+    let flood = fragmented(200_000, b"");
+    for chunk in flood.chunks(64 * 1024) {
+        if !raw.try_send(chunk).await {
+            break;
+        }
+    }
+    assert_eq!(raw.close_code().await, 1009);
+    let mut raw = Raw::websocket(gw.client_addr).await;
+    raw.send(&fragmented(4096, b"")).await;
+    raw.send(&client_frame(op::TEXT, b"after 4096 empty fragments"))
+        .await;
+    assert_eq!(
+        raw.read_frame().await.unwrap().text(),
+        "after 4096 empty fragments",
+        "an empty message gets no answer; the next one is echoed"
+    );
+    drop(raw);
+    assert_no_sessions_left(&gw).await;
+    assert_serving(&mut gw).await;
+}
+
 /// Invalid UTF-8 split across fragments closes with 1007; a valid character split across
 /// fragments is echoed.
 #[tokio::test]
@@ -331,9 +396,20 @@ async fn invalid_utf8_split_across_fragments_closes_1007() {
     assert_serving(&mut gw).await;
 }
 
+/// Sends `body` as one text message in fragments under the frame limit.
+async fn send_in_fragments(raw: &mut Raw, body: &[u8]) {
+    let chunks: Vec<&[u8]> = body.chunks(30_000).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let opcode = if i == 0 { op::TEXT } else { op::CONT };
+        raw.send(&frame(i == chunks.len() - 1, 0, opcode, true, chunk))
+            .await;
+    }
+}
+
 /// Deeply nested JSON is refused before route selection with AWS's `Bad request body`
 /// frame; the connection stays open. Nesting far past serde's recursion limit (tens of
 /// thousands of levels, sent in fragments under the frame limit) must not overflow a stack.
+/// Text that is not JSON, however many brackets it opens, is routed (echoed) instead.
 #[tokio::test]
 async fn deeply_nested_json_gets_bad_request_body() {
     let (mut gw, before) = start("").await;
@@ -343,17 +419,13 @@ async fn deeply_nested_json_gets_bad_request_body() {
     let whoami: Value = serde_json::from_str(&raw.read_frame().await.unwrap().text()).unwrap();
     let id = whoami["connectionId"].as_str().unwrap().to_owned();
     for depth in [65, 1000, 60_000] {
+        // Both fit the 128 KiB message limit.
+        let objects = depth.min(20_000);
         for body in [
             format!("{}1{}", "[".repeat(depth), "]".repeat(depth)),
-            format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth)),
+            format!("{}1{}", r#"{"a":"#.repeat(objects), "}".repeat(objects)),
         ] {
-            let body = &body.as_bytes()[..body.len().min(120_000)];
-            let chunks: Vec<&[u8]> = body.chunks(30_000).collect();
-            for (i, chunk) in chunks.iter().enumerate() {
-                let opcode = if i == 0 { op::TEXT } else { op::CONT };
-                raw.send(&frame(i == chunks.len() - 1, 0, opcode, true, chunk))
-                    .await;
-            }
+            send_in_fragments(&mut raw, body.as_bytes()).await;
             let reply = raw.read_frame().await.expect("a reply");
             let v: Value = serde_json::from_str(&reply.text()).unwrap();
             assert_eq!(v["message"], "Bad request body", "depth {depth}");
@@ -370,6 +442,20 @@ async fn deeply_nested_json_gets_bad_request_body() {
     let body = format!("{}1{}", "[".repeat(64), "]".repeat(64));
     raw.send(&client_frame(op::TEXT, body.as_bytes())).await;
     assert_eq!(raw.read_frame().await.unwrap().text(), body);
+    // Not JSON (unclosed, or cut short): echoed, scanned without recursion too.
+    for body in [
+        "[".repeat(120_000),
+        format!("{}1{}", "[".repeat(60_000), "]".repeat(59_999)),
+        r#"{"a":"#.repeat(20_000),
+    ] {
+        send_in_fragments(&mut raw, body.as_bytes()).await;
+        let reply = raw.read_frame().await.expect("an echo");
+        assert!(
+            reply.payload == body.as_bytes(),
+            "not echoed ({} bytes)",
+            body.len()
+        );
+    }
     assert_rss_bounded(&gw, before, 8 * MIB, "deep JSON");
     raw.send(&common::raw::close_frame(1000, "")).await;
     assert_no_sessions_left(&gw).await;
@@ -525,4 +611,112 @@ async fn inbound_flood_to_a_slow_backend_is_backpressured() {
     backend.next().await;
     backend.expect_none(Duration::from_millis(300)).await;
     assert_rss_bounded(&gw, before, 8 * MIB, "inbound flood");
+}
+
+// ---- Backend connections ----
+
+/// Open file descriptors of the gateway process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("proc fd")
+        .count()
+}
+
+/// Waits (up to `limit`) until the gateway holds at most `bound` descriptors; returns the
+/// last count.
+async fn fds_settle_to(gw: &Gateway, bound: usize, limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let now = open_fds(gw.pid());
+        if now <= bound || Instant::now() >= deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Descriptors the gateway may open or keep besides its pooled backend connections.
+const FD_MARGIN: usize = 4;
+
+/// A gateway whose `$disconnect` calls a slow HTTP backend, with `[http_client]` set to
+/// `pool`; returns it, the backend, and the gateway's descriptor count once warmed up.
+async fn disconnect_gateway(pool: &str) -> (Gateway, Backend, usize) {
+    // Slow answers keep the calls of a burst in flight together: one connection each.
+    let backend = Backend::slow(Duration::from_millis(300)).await;
+    let extra = format!(
+        "[routes.\"$disconnect\"]\nintegration = \"rec\"\n\
+         [integrations.rec]\ntype = \"http\"\nurl = \"{}\"\n[http_client]\n{pool}",
+        backend.url("/disconnect")
+    );
+    let mut gw = Gateway::start(&echo_config(&extra)).await;
+    assert_serving(&mut gw).await;
+    backend.next().await; // the warm-up client's $disconnect
+    assert_no_sessions_left(&gw).await;
+    let baseline = open_fds(gw.pid());
+    (gw, backend, baseline)
+}
+
+/// Opens `n` connections, drops them all at once (each runs `$disconnect`), and waits
+/// until the backend has received every call.
+async fn disconnect_burst(gw: &Gateway, backend: &Backend, n: usize) {
+    let mut open = Vec::with_capacity(n);
+    for _ in 0..n {
+        open.push(Raw::websocket(gw.client_addr).await);
+    }
+    drop(open);
+    for _ in 0..n {
+        backend.next().await;
+    }
+    assert_no_sessions_left(gw).await;
+}
+
+/// After a burst of 200 `$disconnect` calls at once, the backend HTTP client keeps at most
+/// `http_client.max_idle_per_host` idle connections: the gateway's descriptors settle to
+/// the cap (plus a small margin), not one per call, although the idle timeout is long.
+#[tokio::test]
+async fn idle_backend_connections_are_capped_per_host() {
+    let cap = 8;
+    let (mut gw, backend, baseline) = disconnect_gateway(&format!(
+        "max_idle_per_host = {cap}\nidle_timeout_ms = 60000\n"
+    ))
+    .await;
+    disconnect_burst(&gw, &backend, 200).await;
+    // The last calls answer 300 ms after they arrive; give them time to return their
+    // connections to the pool.
+    let bound = baseline + cap + FD_MARGIN;
+    let settled = fds_settle_to(&gw, bound, Duration::from_secs(5)).await;
+    eprintln!("disconnect burst: {baseline} descriptors before, {settled} after (bound {bound})");
+    assert!(
+        settled <= bound,
+        "{settled} descriptors after the burst; at most {bound} expected (cap {cap})"
+    );
+    // And it stays there: nothing else was waiting to be closed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = open_fds(gw.pid());
+    assert!(later <= bound, "{later} descriptors later; bound {bound}");
+    assert_serving(&mut gw).await;
+}
+
+/// With a short `http_client.idle_timeout_ms`, the idle backend connections a burst left
+/// behind are closed once it passes (within twice the timeout): the descriptors return to
+/// what the gateway held before.
+#[tokio::test]
+async fn idle_backend_connections_close_after_the_idle_timeout() {
+    let idle_ms = 500;
+    let (mut gw, backend, baseline) = disconnect_gateway(&format!(
+        "max_idle_per_host = 64\nidle_timeout_ms = {idle_ms}\n"
+    ))
+    .await;
+    disconnect_burst(&gw, &backend, 100).await;
+    let pooled = open_fds(gw.pid());
+    eprintln!("after the burst: {pooled} descriptors (baseline {baseline})");
+    // Calls end 300 ms after they arrive; then at most two idle periods pass.
+    let bound = baseline + FD_MARGIN;
+    let settled = fds_settle_to(&gw, bound, Duration::from_millis(300 + 3 * idle_ms)).await;
+    assert!(
+        settled <= bound,
+        "{settled} descriptors {}ms after the burst; at most {bound} expected",
+        300 + 3 * idle_ms
+    );
+    assert_serving(&mut gw).await;
 }

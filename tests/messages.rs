@@ -305,6 +305,37 @@ async fn too_deep_json_gets_bad_request_body_frame_and_no_call() {
     assert_eq!(event["requestContext"]["routeKey"], "$default");
 }
 
+/// The depth limit is about JSON: plain text with more unbalanced `{` than
+/// `client.max_json_depth` (the default, 64) is not JSON, so it goes to `$default` like any
+/// other text; a real JSON document nested 65 deep still gets `Bad request body`.
+#[tokio::test]
+async fn plain_text_with_many_brackets_goes_to_default() {
+    let backend = Backend::start().await;
+    let mut config = base_config();
+    config.push_str(WHOAMI);
+    config.push_str(&route("$default", "rec", false));
+    config.push_str(&http_integration("rec", &backend.url("/"), ""));
+    let gw = Gateway::start(&config).await;
+    let (mut ws, id) = gw.connect_with_id().await;
+
+    for text in [
+        "{".repeat(65) + " hello",
+        "[".repeat(65) + " hello " + &"]".repeat(65),
+    ] {
+        ws.send(Message::text(text.clone())).await.unwrap();
+        let event = backend.next_event("MESSAGE").await;
+        assert_eq!(event["body"], text.as_str());
+        assert_eq!(event["requestContext"]["routeKey"], "$default");
+    }
+
+    let deep = format!("{}1{}", r#"{"a":"#.repeat(65), "}".repeat(65));
+    ws.send(Message::text(deep)).await.unwrap();
+    let v: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(v["message"], "Bad request body");
+    assert_eq!(v["connectionId"], id.as_str());
+    backend.expect_none(Duration::from_millis(200)).await;
+}
+
 // ------------------------------------------------------------------------------------------
 // Integrations
 // ------------------------------------------------------------------------------------------

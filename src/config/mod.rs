@@ -142,6 +142,10 @@ impl Settings {
                 "must be at least client.max_frame_bytes",
             ));
         }
+        positive(
+            "client.max_fragments_per_message",
+            u64::from(c.max_fragments_per_message),
+        )?;
         positive("client.idle_timeout_secs", c.idle_timeout_secs)?;
         positive("client.max_lifetime_secs", c.max_lifetime_secs)?;
         positive(
@@ -239,6 +243,15 @@ impl Settings {
         }
         positive("cluster.request_timeout_ms", cluster.request_timeout_ms)?;
         positive("cluster.write_queue", cluster.write_queue as u64)?;
+        let idle = self.http_client.idle_timeout_ms;
+        if !(100..=3_600_000).contains(&idle) {
+            // Under 100 ms the pool never evicts (its check runs at most every 90 ms);
+            // a bound above keeps the timer's deadline arithmetic far from overflow.
+            return Err(ConfigError::invalid(
+                "http_client.idle_timeout_ms",
+                "must be between 100 and 3600000",
+            ));
+        }
         self.limits.validate(&self.routes)?;
         auth::validate(self)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
@@ -325,6 +338,7 @@ mod tests {
         assert_eq!(embedded.cluster, typed.cluster);
         assert_eq!(embedded.access_log, typed.access_log);
         assert_eq!(embedded.limits, typed.limits);
+        assert_eq!(embedded.http_client, typed.http_client);
         assert_eq!(embedded.management.listen, typed.management.listen);
         assert_eq!(embedded.management.auth, typed.management.auth);
         assert_eq!(embedded.auth, typed.auth);
@@ -402,6 +416,22 @@ mod tests {
                 "api.stages",
             ),
             ("[unknown_section]\nx = 1\n", "unknown_section"),
+            (
+                "[client]\nmax_fragments_per_message = 0\n[management]\nauth = \"none\"\n",
+                "client.max_fragments_per_message",
+            ),
+            (
+                "[management]\nauth = \"none\"\n[http_client]\nmax_idle = 1\n",
+                "http_client",
+            ),
+            (
+                "[management]\nauth = \"none\"\n[http_client]\nidle_timeout_ms = 0\n",
+                "http_client.idle_timeout_ms",
+            ),
+            (
+                "[management]\nauth = \"none\"\n[http_client]\nidle_timeout_ms = 3600001\n",
+                "http_client.idle_timeout_ms",
+            ),
             (
                 "[client]\nmax_json_depth = 128\n[management]\nauth = \"none\"\n",
                 "client.max_json_depth",

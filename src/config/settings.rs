@@ -35,6 +35,9 @@ pub struct Settings {
     pub routes: BTreeMap<String, RouteSettings>,
     /// Integration name → how to call it. Routes refer to integrations by name.
     pub integrations: BTreeMap<String, IntegrationSettings>,
+    /// The one outbound HTTP client (integrations, the authorizer, JWKS fetches): how many
+    /// idle keep-alive connections it keeps, and for how long.
+    pub http_client: HttpClientSettings,
 }
 
 /// `[api]`: identity of the API and how messages pick a route.
@@ -92,6 +95,9 @@ pub struct ClientSettings {
     /// Largest (reassembled) message a client may send, and the largest POST body. Over it:
     /// close 1009, or 413 on the management API.
     pub max_message_bytes: usize,
+    /// Most frames one message from a client may have (its first frame and its
+    /// continuations; control frames between them do not count). Over it: close 1009.
+    pub max_fragments_per_message: u32,
     /// What a binary frame from a client does.
     pub binary_frames: BinaryFrames,
     /// Seconds without a data frame in either direction before the gateway closes with 1001.
@@ -141,6 +147,7 @@ impl Default for ClientSettings {
             write_buffer_bytes: 0,
             max_frame_bytes: 32 * 1024,
             max_message_bytes: 128 * 1024,
+            max_fragments_per_message: 4096,
             binary_frames: BinaryFrames::Reject,
             idle_timeout_secs: 600,
             max_lifetime_secs: 7200,
@@ -155,6 +162,31 @@ impl Default for ClientSettings {
             public_host: String::new(),
             trusted_proxies: Vec::new(),
             callbacks: false,
+        }
+    }
+}
+
+/// `[http_client]`: the keep-alive pool of the outbound HTTP client every integration, the
+/// HTTP authorizer and JWKS fetches share.
+///
+/// After a burst (say, many `$disconnect` calls at once) the client holds one connection
+/// per call that ran concurrently; these two settings bound what stays open afterwards.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpClientSettings {
+    /// Idle connections kept per backend host (scheme, host and port); a connection
+    /// returned to a full pool is closed. 0 keeps none (every call opens a connection).
+    pub max_idle_per_host: usize,
+    /// Milliseconds an idle connection is kept (100–3600000). It is closed between this
+    /// and twice this after its last call (the pool checks once per period).
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for HttpClientSettings {
+    fn default() -> Self {
+        Self {
+            max_idle_per_host: 32,
+            idle_timeout_ms: 30_000,
         }
     }
 }

@@ -4,6 +4,7 @@
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 
+use super::fragments::TooManyFragments;
 use crate::connections::Close;
 use crate::connections::close::truncate_reason;
 
@@ -13,6 +14,8 @@ pub fn for_error(error: &WsError) -> Result<Close, Close> {
     match error {
         WsError::Capacity(_) => Ok(Close::too_big()),
         WsError::Utf8(_) => Ok(Close::new(1007, "Invalid UTF-8 in text frame")),
+        // Not the socket failing: `fragments` refused a message with too many frames.
+        WsError::Io(e) if TooManyFragments::is(e) => Ok(Close::too_big()),
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
         | WsError::ConnectionClosed
         | WsError::AlreadyClosed

@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::{Instrument as _, info, info_span, warn};
 
 use super::forwarded::{self, Transport};
+use super::fragments::FragmentGuard;
 use super::session;
 use crate::api::Api;
 use crate::connections::id::request_id;
@@ -290,18 +291,17 @@ fn spawn_session(
                 state.close_connection(&shared, Close::abnormal("Upgrade failed"));
                 return;
             };
+            let mut io =
+                FragmentGuard::new(parts.io.into_inner(), api.client.max_fragments_per_message);
+            // Bytes the handshake read past its end are frames too: count them first.
+            let read_ahead = &parts.read_buf[..io.feed_read_ahead(&parts.read_buf)];
             // Without bytes read past the handshake, no buffer is copied (most clients).
-            let ws = if parts.read_buf.is_empty() {
-                WebSocketStream::from_raw_socket(
-                    parts.io.into_inner(),
-                    Role::Server,
-                    Some(api.ws_config),
-                )
-                .await
+            let ws = if read_ahead.is_empty() {
+                WebSocketStream::from_raw_socket(io, Role::Server, Some(api.ws_config)).await
             } else {
                 WebSocketStream::from_partially_read(
-                    parts.io.into_inner(),
-                    parts.read_buf.to_vec(),
+                    io,
+                    read_ahead.to_vec(),
                     Role::Server,
                     Some(api.ws_config),
                 )

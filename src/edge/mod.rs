@@ -1,7 +1,8 @@
 //! The client edge: the accept loop, the handshake pipeline (`handshake`, with the
 //! headers AWS adds in `forwarded`) and the per-connection session task (`session`), with
-//! close codes in `close`; `@connections` calls on this listener go to the router the
-//! composition root handed over (`callbacks`).
+//! close codes in `close` and the fragments-per-message cap under the session's socket in
+//! `fragments`; `@connections` calls on this listener go to the router the composition
+//! root handed over (`callbacks`).
 //!
 //! The accept loop only accepts: each TCP connection gets its own task (spawned through the
 //! tracker) that serves the HTTP/1 handshake under a deadline, so a slow client never
@@ -10,6 +11,7 @@
 pub mod callbacks;
 pub mod close;
 pub mod forwarded;
+pub mod fragments;
 pub mod handshake;
 pub mod session;
 

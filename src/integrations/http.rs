@@ -13,17 +13,19 @@ use http::{HeaderValue, Method, Request, Uri, header};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::event::{Event, EventDetail};
 use super::{IntegrationError, IntegrationResponse, proxy_response};
-use crate::config::HttpMode;
+use crate::config::{HttpClientSettings, HttpMode};
 
 /// The shared client: pooled, keep-alive, http and https.
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// Builds the one HTTP client every integration shares.
-pub fn build_client() -> HttpClient {
+/// Builds the one HTTP client every integration shares, its keep-alive pool bounded by
+/// `[http_client]`: at most `max_idle_per_host` idle connections per host, each closed
+/// after `idle_timeout_ms` idle.
+pub fn build_client(pool: &HttpClientSettings) -> HttpClient {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
@@ -34,7 +36,11 @@ pub fn build_client() -> HttpClient {
         .enable_http1()
         .wrap_connector(http);
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(pool.max_idle_per_host)
+        .pool_idle_timeout(Duration::from_millis(pool.idle_timeout_ms))
+        // Without a timer the pool only drops an expired connection when it is next
+        // checked out, so after a burst the idle ones would stay open indefinitely.
+        .pool_timer(TokioTimer::new())
         .build(connector)
 }
 

@@ -9,6 +9,10 @@
 //! element (walked with the union of those paths, scalars there becoming `null`), so
 //! indexes, including from the end, still count right; and a needed leaf is kept whole.
 //! Resolving a path in that pruned value gives what it gives in the full one.
+//!
+//! [`is_json`] answers one question the parser cannot for a body nested past its
+//! recursion limit: is this text JSON at all? It is only asked of bodies the depth
+//! pre-scan refused, so the common case still parses once.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -59,6 +63,209 @@ impl Needs {
         let value = self.deserialize(&mut de).ok()?;
         de.end().ok()?;
         Some(value)
+    }
+}
+
+/// Whether `body` is exactly one JSON value (RFC 8259 grammar, whitespace around it
+/// allowed), however deeply it nests. A loop with one bit of stack per open container:
+/// no recursion, so nesting cannot overflow the stack; it stops at the first byte that
+/// cannot continue a JSON text. It checks the grammar only (a `\u` escape is any four hex
+/// digits, a number any length).
+pub(super) fn is_json(body: &str) -> bool {
+    let mut scan = Scan {
+        bytes: body.as_bytes(),
+        at: 0,
+    };
+    // One bit per open container: set for an object, clear for an array.
+    let mut open: Vec<u64> = Vec::new();
+    let mut depth = 0usize;
+    'value: loop {
+        // A value is expected here.
+        scan.skip_whitespace();
+        match scan.next() {
+            Some(b'{') => {
+                scan.skip_whitespace();
+                if scan.eat(b'}') {
+                    // An empty object is a whole value.
+                } else {
+                    if !scan.member_key() {
+                        return false;
+                    }
+                    push(&mut open, &mut depth, true);
+                    continue 'value;
+                }
+            }
+            Some(b'[') => {
+                scan.skip_whitespace();
+                if !scan.eat(b']') {
+                    push(&mut open, &mut depth, false);
+                    continue 'value;
+                }
+            }
+            Some(b'"') => {
+                if !scan.string_rest() {
+                    return false;
+                }
+            }
+            Some(b'-' | b'0'..=b'9') => {
+                scan.at -= 1;
+                if !scan.number() {
+                    return false;
+                }
+            }
+            Some(b't') => {
+                if !scan.literal(b"rue") {
+                    return false;
+                }
+            }
+            Some(b'f') => {
+                if !scan.literal(b"alse") {
+                    return false;
+                }
+            }
+            Some(b'n') => {
+                if !scan.literal(b"ull") {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+        // A value ended: close containers, or go on to the next element or member.
+        loop {
+            scan.skip_whitespace();
+            if depth == 0 {
+                return scan.at == scan.bytes.len();
+            }
+            let in_object = open[(depth - 1) / 64] & (1 << ((depth - 1) % 64)) != 0;
+            match (scan.next(), in_object) {
+                (Some(b','), false) => continue 'value,
+                (Some(b','), true) => {
+                    scan.skip_whitespace();
+                    if !scan.member_key() {
+                        return false;
+                    }
+                    continue 'value;
+                }
+                (Some(b']'), false) | (Some(b'}'), true) => depth -= 1,
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// Opens a container in the bit stack `open` (an object if `object`).
+fn push(open: &mut Vec<u64>, depth: &mut usize, object: bool) {
+    let (word, bit) = (*depth / 64, *depth % 64);
+    if word == open.len() {
+        open.push(0);
+    }
+    if object {
+        open[word] |= 1 << bit;
+    } else {
+        open[word] &= !(1 << bit);
+    }
+    *depth += 1;
+}
+
+/// A cursor over the bytes of a body, for [`is_json`].
+struct Scan<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Scan<'_> {
+    fn next(&mut self) -> Option<u8> {
+        let b = self.bytes.get(self.at).copied();
+        self.at += 1;
+        b
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn eat(&mut self, b: u8) -> bool {
+        let found = self.peek() == Some(b);
+        if found {
+            self.at += 1;
+        }
+        found
+    }
+
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// `"key"` then `:` (whitespace allowed around the colon), at the start of a member.
+    fn member_key(&mut self) -> bool {
+        if !self.eat(b'"') || !self.string_rest() {
+            return false;
+        }
+        self.skip_whitespace();
+        self.eat(b':')
+    }
+
+    /// The rest of a string after its opening quote.
+    fn string_rest(&mut self) -> bool {
+        loop {
+            match self.next() {
+                Some(b'"') => return true,
+                Some(b'\\') => match self.next() {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
+                    Some(b'u') => {
+                        for _ in 0..4 {
+                            if !self.next().is_some_and(|h| h.is_ascii_hexdigit()) {
+                                return false;
+                            }
+                        }
+                    }
+                    _ => return false,
+                },
+                Some(0x00..=0x1f) | None => return false,
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// A number: `-`? (`0` | [1-9][0-9]*) (`.` [0-9]+)? ([eE] [+-]? [0-9]+)?
+    fn number(&mut self) -> bool {
+        self.eat(b'-');
+        match self.next() {
+            Some(b'0') => {}
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return false,
+        }
+        if self.eat(b'.') {
+            if !self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                return false;
+            }
+            self.digits();
+        }
+        if self.eat(b'e') || self.eat(b'E') {
+            if !self.eat(b'+') {
+                self.eat(b'-');
+            }
+            if !self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                return false;
+            }
+            self.digits();
+        }
+        true
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.at += 1;
+        }
+    }
+
+    /// The rest of `true`, `false` or `null` after its first letter.
+    fn literal(&mut self, rest: &[u8]) -> bool {
+        let found = self.bytes[self.at.min(self.bytes.len())..].starts_with(rest);
+        self.at += rest.len();
+        found
     }
 }
 
@@ -230,6 +437,83 @@ mod tests {
                 .is_none()
         );
         assert!(n.parse("").is_none());
+    }
+
+    #[test]
+    fn is_json_agrees_with_serde_json_within_its_recursion_limit() {
+        let bodies = [
+            r#"{"action":"echo"}"#,
+            r#" { "a" : [ 1 , -2.5e+3 , true , false , null , "s\"\\\/\b\f\n\r\t\u00e9" ] } "#,
+            r#"[]"#,
+            r#"{}"#,
+            r#"[[],{},[{}]]"#,
+            r#""just a string""#,
+            "0",
+            "-0.0e0",
+            "null",
+            "é",
+            "",
+            "   ",
+            "{",
+            "[1,]",
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            r#"{1:2}"#,
+            "[1 2]",
+            "01",
+            "1.",
+            ".5",
+            "1e",
+            "-",
+            "+1",
+            "tru",
+            "nul",
+            "truex",
+            r#""\x""#,
+            r#""\u12g4""#,
+            "\"tab\there\"",
+            r#"{"a":1} {"b":2}"#,
+            "[1]]",
+            "[1}",
+            r#"{"a":1]"#,
+            "hello",
+            "{{ hello",
+        ];
+        for body in bodies {
+            let serde = serde_json::from_str::<serde::de::IgnoredAny>(body).is_ok();
+            assert_eq!(is_json(body), serde, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn is_json_at_any_depth() {
+        // (body, is it JSON?)
+        let deep = |n: usize, open: &str, close: &str| open.repeat(n) + &close.repeat(n);
+        let cases = [
+            (deep(65, "[", "]"), true),
+            (deep(100_000, "[", "]"), true),
+            (deep(100_000, r#"{"a":"#, "}"), false), // `{"a":}` is missing a value
+            (
+                format!("{}1{}", r#"{"a":"#.repeat(20_000), "}".repeat(20_000)),
+                true,
+            ),
+            (
+                format!("{}1{}", r#"[{"a":"#.repeat(200), "}]".repeat(200)),
+                true,
+            ),
+            (
+                format!("{}1{}", r#"[{"a":"#.repeat(200), "]}".repeat(200)),
+                false,
+            ),
+            ("[".repeat(100_000), false),
+            (deep(100_000, "[", "]") + "]", false),
+            ("{".repeat(65) + " hello", false),
+            ("[".repeat(65) + "hello" + &"]".repeat(65), false),
+        ];
+        for (body, want) in cases {
+            let shown: String = body.chars().take(30).collect();
+            assert_eq!(is_json(&body), want, "{shown:?}… ({} bytes)", body.len());
+        }
     }
 
     #[test]

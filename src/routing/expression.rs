@@ -38,7 +38,7 @@ use std::str::FromStr;
 
 use serde_json::Value;
 
-use super::body::Needs;
+use super::body::{Needs, is_json};
 
 /// The deepest nesting `serde_json` parses (its recursion limit is 128 levels, the 128th
 /// already refused).
@@ -95,8 +95,9 @@ pub enum Evaluation {
     /// not an object or array (a bare string, number, boolean or null). AWS says
     /// such a body "cannot be evaluated"; the caller routes to `$default`.
     NotJson,
-    /// The body nests `[`/`{` deeper than the caller's `max_depth`; it was
-    /// refused before being handed to the JSON parser.
+    /// The body is JSON nesting `[`/`{` deeper than the caller's `max_depth`; it was
+    /// refused before being handed to the JSON parser. Text that is not JSON is
+    /// never this, however many brackets it holds: it is [`Evaluation::NotJson`].
     TooDeep,
 }
 
@@ -245,11 +246,12 @@ impl SelectionExpression {
     /// * With no `$request.body` variable the expression is static: the body
     ///   is not looked at and the (unescaped) text is returned.
     /// * Otherwise the body's `[`/`{` nesting is pre-scanned (outside strings);
-    ///   deeper than `max_depth` gives [`Evaluation::TooDeep`]. The body is then
-    ///   parsed as JSON once, keeping only the members the paths read
-    ///   ([`Needs`]); if that fails (including `serde_json`'s own
-    ///   recursion limit of 128), or the top level is not an object or array,
-    ///   the result is [`Evaluation::NotJson`].
+    ///   deeper than `max_depth` gives [`Evaluation::TooDeep`] if the body is JSON
+    ///   (checked by a scan that does not recurse), [`Evaluation::NotJson`] if it
+    ///   is not. Within the limit the body is parsed as JSON once, keeping only
+    ///   the members the paths read ([`Needs`]); if that fails (including
+    ///   `serde_json`'s own recursion limit of 128), or the top level is not an
+    ///   object or array, the result is [`Evaluation::NotJson`].
     /// * A path that does not resolve contributes `""`. Keys only resolve on
     ///   objects and indexes only on arrays (`[0]` on an object, or `.0` on an
     ///   array, resolves to nothing).
@@ -267,7 +269,12 @@ impl SelectionExpression {
     pub fn evaluate(&self, body: &str, max_depth: usize) -> Evaluation {
         let root = if self.needs_body {
             if nesting_exceeds(body, max_depth) {
-                return Evaluation::TooDeep;
+                // Rare: only text with that many brackets is scanned a second time.
+                return if is_json(body) {
+                    Evaluation::TooDeep
+                } else {
+                    Evaluation::NotJson
+                };
             }
             // Parsing skips unread members without serde_json's recursion limit; keep that
             // limit for the whole body, so whether a body is JSON does not depend on the
@@ -870,9 +877,27 @@ mod tests {
     #[test]
     fn depth_guard() {
         let expr = SelectionExpression::parse("$request.body.action").expect("parses");
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
         let cases: Vec<(String, usize, Evaluation)> = vec![
-            ("[".repeat(100_000), 64, Evaluation::TooDeep),
-            (r#"{"a":"#.repeat(100_000), 64, Evaluation::TooDeep),
+            // Too deep only when it is JSON ...
+            (deep(100_000), 64, Evaluation::TooDeep),
+            (
+                format!("{}1{}", r#"{"a":"#.repeat(20_000), "}".repeat(20_000)),
+                64,
+                Evaluation::TooDeep,
+            ),
+            // ... text that is not JSON goes to `$default`, whatever brackets it holds.
+            ("{".repeat(65) + " hello", 64, Evaluation::NotJson),
+            (
+                "[".repeat(65) + "hello" + &"]".repeat(65),
+                64,
+                Evaluation::NotJson,
+            ),
+            ("[".repeat(100_000), 64, Evaluation::NotJson),
+            (r#"{"a":"#.repeat(100_000), 64, Evaluation::NotJson),
+            (deep(65) + "]", 64, Evaluation::NotJson),
+            (deep(65) + " trailing", 64, Evaluation::NotJson),
+            (r#"{"action":[[1]]"#.to_owned(), 2, Evaluation::NotJson),
             (
                 format!("{}{}", "[".repeat(65), "]".repeat(65)),
                 64,

@@ -163,6 +163,8 @@ mod tests {
                 &format!("{}1{}", "[".repeat(100), "]".repeat(100)),
                 "<deep>",
             ),
+            // Plain text with many brackets is not JSON: `$default`, not too deep.
+            (&("{".repeat(100) + " hello"), "$default"),
         ];
         for (body, want) in cases {
             assert_eq!(selected(&table, body), want, "{body}");

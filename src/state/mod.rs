@@ -62,7 +62,7 @@ impl AppState {
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Self, ConfigError> {
-        let http = build_client();
+        let http = build_client(&settings.http_client);
         Ok(Self {
             api: ArcSwap::from_pointee(Api::build(settings, &http)?),
             cluster,

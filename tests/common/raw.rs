@@ -167,6 +167,24 @@ impl Raw {
         raw
     }
 
+    /// Like [`Raw::websocket`], on a socket whose receive buffer is about `bytes` (set
+    /// before connecting, so the window the gateway sees stays that small): what the
+    /// gateway writes beyond it waits in the gateway's own send queue until the test reads.
+    pub async fn websocket_with_receive_buffer(addr: SocketAddr, bytes: u32) -> Raw {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("tcp connect");
+        stream.set_nodelay(true).unwrap();
+        let mut raw = Raw {
+            stream,
+            buf: Vec::new(),
+        };
+        raw.send(upgrade_request("/prod", "").as_bytes()).await;
+        let head = raw.read_head().await;
+        assert_eq!(head.status, 101, "handshake: {head:?}");
+        raw
+    }
+
     /// Writes bytes.
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");

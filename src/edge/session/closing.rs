@@ -53,8 +53,9 @@ async fn close_and_linger(ws: &mut Ws, close: &Close) {
         return;
     }
     // Past this point the WebSocket protocol is over for the gateway: what arrives is
-    // read as raw bytes (after a too-big frame, tungstenite could not parse it anyway).
-    let io = ws.get_mut();
+    // read as raw bytes from the socket itself (after a too-big frame, tungstenite could
+    // not parse it anyway, and the fragment count no longer matters).
+    let io = ws.get_mut().inner_mut();
     let _ = io.shutdown().await;
     let mut scratch = vec![0u8; DISCARD_CHUNK];
     while let Ok(n) = io.read(&mut scratch).await {

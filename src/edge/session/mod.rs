@@ -32,6 +32,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tracing::Instrument as _;
 
+use super::fragments::FragmentGuard;
 use crate::api::Api;
 use crate::connections::{Close, ConnShared, now_ms};
 use crate::state::AppState;
@@ -39,8 +40,8 @@ use crate::throttle::ConnLimits;
 use inbound::Step;
 use write::{bounded, write_queued};
 
-/// The socket as the session owns it.
-type Ws = WebSocketStream<crate::tls::ClientIo>;
+/// The socket as the session owns it: the client's, its inbound frames counted per message.
+type Ws = WebSocketStream<FragmentGuard<crate::tls::ClientIo>>;
 
 /// Why the loop ended.
 pub(super) enum Ending {
