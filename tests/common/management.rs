@@ -1,7 +1,10 @@
-//! The management API of the gateway under test, called with the bearer [`TOKEN`]: the
-//! request builder every call goes through, `@connections` POST, JSON calls, paginated
-//! listings, and `/metrics` with a parser for one sample.
+//! The management API of the gateway under test. Every request goes through
+//! [`Gateway::request`] (the URL, the bearer [`TOKEN`], sending); `call` reads the answer
+//! as JSON, and the named calls (`@connections`, groups, broadcast) say what they do in
+//! one word: `gw.join("room", &id)` instead of a PUT to a path built by hand. Also
+//! paginated listings, and `/metrics` with a parser for one sample.
 
+use reqwest::Method;
 use serde_json::Value;
 
 use super::{Gateway, TOKEN};
@@ -13,32 +16,31 @@ impl Gateway {
     }
 
     /// An authenticated management request builder.
-    pub fn management(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub fn management(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, self.management_url(path))
             .bearer_auth(TOKEN)
     }
 
-    /// POST `body` to `@connections/{id}`; returns the status and the body text.
-    pub async fn post(&self, id: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
-        let r = self
-            .management(reqwest::Method::POST, &format!("/@connections/{id}"))
+    /// Sends an authenticated management request with `body`; returns the response (any
+    /// status). The one place a management request is sent.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.management(method.clone(), path)
             .body(body)
             .send()
             .await
-            .expect("post");
-        (r.status().as_u16(), r.text().await.unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     /// An authenticated management call; returns the status and the body as JSON
     /// (`Null` when empty).
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: &str) -> (u16, Value) {
-        let r = self
-            .management(method, path)
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("management call");
+    pub async fn call(&self, method: Method, path: &str, body: &str) -> (u16, Value) {
+        let r = self.request(method, path, body.to_owned()).await;
         let status = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
         let value = if text.is_empty() {
@@ -49,13 +51,56 @@ impl Gateway {
         (status, value)
     }
 
+    /// POST `body` to `@connections/{id}`; returns the status and the body text.
+    pub async fn post(&self, id: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
+        let r = self
+            .request(Method::POST, &format!("/@connections/{id}"), body)
+            .await;
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    /// GET `@connections/{id}`: the status and the description (`Null` when gone).
+    pub async fn get_connection(&self, id: &str) -> (u16, Value) {
+        self.call(Method::GET, &format!("/@connections/{id}"), "")
+            .await
+    }
+
+    /// DELETE `@connections/{id}` (closes it with 1000): the status and the body.
+    pub async fn delete_connection(&self, id: &str) -> (u16, Value) {
+        self.call(Method::DELETE, &format!("/@connections/{id}"), "")
+            .await
+    }
+
+    /// PUT `@groups/{group}/members/{id}` (joins): the status and the body.
+    pub async fn join(&self, group: &str, id: &str) -> (u16, Value) {
+        self.call(Method::PUT, &format!("/@groups/{group}/members/{id}"), "")
+            .await
+    }
+
+    /// DELETE `@groups/{group}/members/{id}` (leaves): the status and the body.
+    pub async fn leave(&self, group: &str, id: &str) -> (u16, Value) {
+        self.call(
+            Method::DELETE,
+            &format!("/@groups/{group}/members/{id}"),
+            "",
+        )
+        .await
+    }
+
+    /// POST `body` to `@groups/{group}` (to its members): the status and the body.
+    pub async fn to_group(&self, group: &str, body: &str) -> (u16, Value) {
+        self.call(Method::POST, &format!("/@groups/{group}"), body)
+            .await
+    }
+
+    /// POST `body` to `@broadcast` (to every connection): the status and the body.
+    pub async fn broadcast(&self, body: &str) -> (u16, Value) {
+        self.call(Method::POST, "/@broadcast", body).await
+    }
+
     /// Scrapes `/metrics`; returns the exposition text.
     pub async fn metrics(&self) -> String {
-        let r = self
-            .management(reqwest::Method::GET, "/metrics")
-            .send()
-            .await
-            .expect("metrics");
+        let r = self.request(Method::GET, "/metrics", "").await;
         assert_eq!(r.status(), 200);
         r.text().await.unwrap()
     }
@@ -76,7 +121,7 @@ pub async fn list_pages(gateways: &[&Gateway], path: &str, field: &str) -> Vec<V
             None => path.to_owned(),
         };
         let (status, v) = gateways[page % gateways.len()]
-            .call(reqwest::Method::GET, &url, "")
+            .call(Method::GET, &url, "")
             .await;
         assert_eq!(status, 200, "{url}: {v}");
         let mut keys: Vec<&str> = v
