@@ -1,9 +1,13 @@
 //! Connection lifecycle through the real binary: `$disconnect` codes, DELETE, idle and
 //! lifetime timers, server pings, the management API, SIGTERM, logs and `check-config`.
+//!
+//! The timer tests run the gateway in-process on paused time ([`InProcess`]): the clock
+//! jumps to the next timer instead of the test sleeping through it, and `Instant` here is
+//! tokio's, so the elapsed times they assert are the gateway's own clock.
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -11,6 +15,7 @@ use reqwest::Method;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -64,6 +69,13 @@ timeout_ms = 2000
 async fn start(client: &str) -> (Gateway, Backend) {
     let backend = Backend::start().await;
     let gw = Gateway::start(&config(&backend, client)).await;
+    (gw, backend)
+}
+
+/// Like [`start`], with the gateway in-process, for tests on paused time.
+async fn start_in_process(client: &str) -> (InProcess, Backend) {
+    let backend = Backend::start().await;
+    let gw = InProcess::start(&config(&backend, client)).await;
     (gw, backend)
 }
 
@@ -148,7 +160,7 @@ async fn parts(response: reqwest::Response) -> (u16, Option<String>, String) {
 }
 
 /// A raw TCP client that completes the WebSocket handshake on `/prod` and then does nothing.
-async fn raw_handshake(gw: &Gateway) -> TcpStream {
+async fn raw_handshake(gw: &Endpoints) -> TcpStream {
     let mut stream = TcpStream::connect(gw.client_addr).await.unwrap();
     let request = format!(
         "GET /prod HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -305,12 +317,12 @@ async fn delete_with_reserved_code_is_400_and_keeps_the_connection() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Timers
+// Timers (in-process, on paused time)
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn idle_timeout_closes_with_1001() {
-    let (gw, backend) = start("idle_timeout_secs = 1").await;
+    let (gw, backend) = start_in_process("idle_timeout_secs = 1").await;
     let (mut ws, id) = gw.connect_with_id().await;
     let started = Instant::now();
     let close = expect_close(&mut ws, Duration::from_secs(3)).await;
@@ -325,9 +337,9 @@ async fn idle_timeout_closes_with_1001() {
     assert_eq!(code_reason(&event), (1001, "Going away".to_owned()));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn outbound_posts_reset_the_idle_timer() {
-    let (gw, backend) = start("idle_timeout_secs = 1").await;
+    let (gw, backend) = start_in_process("idle_timeout_secs = 1").await;
     let (mut ws, id) = gw.connect_with_id().await;
     let started = Instant::now();
     let mut n = 0;
@@ -353,9 +365,9 @@ async fn outbound_posts_reset_the_idle_timer() {
     assert_eq!(code_reason(&event), (1001, "Going away".to_owned()));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn inbound_messages_reset_the_idle_timer() {
-    let (gw, backend) = start("idle_timeout_secs = 1").await;
+    let (gw, backend) = start_in_process("idle_timeout_secs = 1").await;
     let (mut ws, id) = gw.connect_with_id().await;
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(2500) {
@@ -397,9 +409,9 @@ async fn ping_until_close(ws: &mut Client, limit: Duration) -> (Option<CloseFram
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn client_pings_do_not_reset_the_idle_timer() {
-    let (gw, backend) = start("idle_timeout_secs = 1").await;
+    let (gw, backend) = start_in_process("idle_timeout_secs = 1").await;
     let (mut ws, id) = gw.connect_with_id().await;
     let (close, elapsed) = ping_until_close(&mut ws, Duration::from_secs(4)).await;
     assert_eq!(frame(close), (1001, "Going away".to_owned()));
@@ -412,9 +424,10 @@ async fn client_pings_do_not_reset_the_idle_timer() {
     assert_eq!(code_reason(&event), (1001, "Going away".to_owned()));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn client_pings_reset_the_idle_timer_when_configured() {
-    let (gw, _backend) = start("idle_timeout_secs = 1\npings_count_as_activity = true").await;
+    let (gw, _backend) =
+        start_in_process("idle_timeout_secs = 1\npings_count_as_activity = true").await;
     let (mut ws, id) = gw.connect_with_id().await;
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(300));
@@ -432,9 +445,9 @@ async fn client_pings_reset_the_idle_timer_when_configured() {
     assert_eq!(next_text(&mut ws).await, "alive");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn max_lifetime_closes_even_an_active_connection() {
-    let (gw, backend) = start("idle_timeout_secs = 1\nmax_lifetime_secs = 2").await;
+    let (gw, backend) = start_in_process("idle_timeout_secs = 1\nmax_lifetime_secs = 2").await;
     let connected = Instant::now();
     let (mut ws, id) = gw.connect_with_id().await;
     let mut n = 0;
@@ -482,9 +495,9 @@ async fn finish_lifetime(
     assert_eq!(code_reason(&event), (1001, "Going away".to_owned()));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn server_pings_drop_a_peer_that_never_answers() {
-    let (gw, backend) = start("ping_interval_secs = 1").await;
+    let (gw, backend) = start_in_process("ping_interval_secs = 1").await;
     let (mut ws, live_id) = gw.connect_with_id().await;
     let connected = Instant::now();
     let _raw = raw_handshake(&gw).await;

@@ -9,14 +9,14 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
-use super::Gateway;
+use super::Endpoints;
 
 /// A WebSocket client connection.
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-impl Gateway {
+impl Endpoints {
     /// `ws://…/prod` (or another path).
     pub fn ws_url(&self, path: &str) -> String {
         format!("ws://{}{}", self.client_addr, path)
@@ -27,9 +27,14 @@ impl Gateway {
         self.connect_path("/prod").await
     }
 
-    /// Connects a client to `path`.
+    /// Connects a client to `path`, with Nagle's algorithm off (`TCP_NODELAY`) as the
+    /// gateway's own sockets: otherwise a small frame sent while the previous one is unacked
+    /// waits for the peer's delayed ACK (up to 40 ms of real time), which a test on paused
+    /// time never gives it — the clock jumps to the next timer first.
     pub async fn connect_path(&self, path: &str) -> Client {
-        let (ws, response) = connect_async(self.ws_url(path)).await.expect("connect");
+        let (ws, response) = connect_async_with_config(self.ws_url(path), None, true)
+            .await
+            .expect("connect");
         assert_eq!(response.status(), 101);
         ws
     }

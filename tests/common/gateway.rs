@@ -3,16 +3,19 @@
 //! collected, and signals (SIGTERM, SIGHUP, SIGKILL) sent to it. Also the configuration
 //! pieces every test builds on ([`TOKEN`], [`base_config`], [`WHOAMI`]).
 //!
-//! What a test does through the listeners (connect clients, call the management API) is in
-//! `client.rs` and `management.rs`; this file only owns the process.
+//! What a test does through the listeners (connect clients, call the management API) is on
+//! [`Endpoints`], which `Gateway` derefs to; this file only owns the process.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+
+use super::Endpoints;
 
 /// The management token every test configuration uses.
 pub const TOKEN: &str = "test-token-0123456789";
@@ -35,17 +38,15 @@ pub fn compose_config() -> String {
     .expect("deploy/switchboard.toml")
 }
 
-/// A running gateway process.
+/// A running gateway process. Derefs to its [`Endpoints`] (`client_addr`, `connect`,
+/// `post`, …).
 pub struct Gateway {
     child: Child,
-    /// Address of the WebSocket listener.
-    pub client_addr: SocketAddr,
-    /// Address of the management listener.
-    pub management_addr: SocketAddr,
+    /// Where it listens.
+    endpoints: Endpoints,
     /// Every log line the process printed so far (JSON).
     logs: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
-    pub(super) http: reqwest::Client,
 }
 
 impl Gateway {
@@ -108,11 +109,9 @@ impl Gateway {
         }
         Gateway {
             child,
-            client_addr: client_addr.unwrap(),
-            management_addr: management_addr.unwrap(),
+            endpoints: Endpoints::new(client_addr.unwrap(), management_addr.unwrap()),
             logs,
             _dir: dir,
-            http: reqwest::Client::new(),
         }
     }
 
@@ -238,6 +237,14 @@ impl Gateway {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+impl Deref for Gateway {
+    type Target = Endpoints;
+
+    fn deref(&self) -> &Endpoints {
+        &self.endpoints
     }
 }
 

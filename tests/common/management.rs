@@ -1,5 +1,5 @@
 //! The management API of the gateway under test. Every request goes through
-//! [`Gateway::request`] (the URL, the bearer [`TOKEN`], sending); `call` reads the answer
+//! [`Endpoints::request`] (the URL, the bearer [`TOKEN`], sending); `call` reads the answer
 //! as JSON, and the named calls (`@connections`, groups, broadcast) say what they do in
 //! one word: `gw.join("room", &id)` instead of a PUT to a path built by hand. Also
 //! paginated listings, and `/metrics` with a parser for one sample.
@@ -7,9 +7,9 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use super::{Gateway, TOKEN};
+use super::{Endpoints, Gateway, TOKEN};
 
-impl Gateway {
+impl Endpoints {
     /// `http://management/path`.
     pub fn management_url(&self, path: &str) -> String {
         format!("http://{}{}", self.management_addr, path)

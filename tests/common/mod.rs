@@ -2,6 +2,8 @@
 //!
 //! - `gateway`: the `switchboard` binary as a process on 127.0.0.1:0, its configuration,
 //!   logs and signals;
+//! - `inprocess`: the gateway as a task of the test's runtime, for tests on paused time;
+//! - `endpoints`: the two addresses both kinds of gateway deref to;
 //! - `client`: WebSocket clients (tokio-tungstenite) and waiting for what they receive;
 //! - `management`: the management API, every request authenticated in one place;
 //! - `backend`: HTTP backends (axum) that record every request, and the example chat
@@ -15,8 +17,10 @@
 
 mod backend;
 mod client;
+mod endpoints;
 mod gateway;
 mod haproxy;
+mod inprocess;
 mod management;
 pub mod raw;
 mod redis;
@@ -27,9 +31,13 @@ pub use backend::{Backend, ChatBackend, Received, Responder};
 #[allow(unused_imports)]
 pub use client::{Client, expect_close, expect_silence, next_message, next_text};
 #[allow(unused_imports)]
+pub use endpoints::Endpoints;
+#[allow(unused_imports)]
 pub use gateway::{Gateway, TOKEN, WHOAMI, base_config, compose_config};
 #[allow(unused_imports)]
 pub use haproxy::{Haproxy, free_port};
+#[allow(unused_imports)]
+pub use inprocess::InProcess;
 #[allow(unused_imports)]
 pub use management::{list_pages, sample};
 #[allow(unused_imports)]
