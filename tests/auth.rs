@@ -262,14 +262,7 @@ async fn http_authorizer_event_and_context_propagation() {
     assert_eq!(message["body"], "hello");
 
     // GET @connections shows the principal.
-    let got: Value = gw
-        .management(reqwest::Method::GET, &format!("/@connections/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, got) = gw.get_connection(&id).await;
     assert_eq!(got["identity"]["principalId"], "allow-user-42");
     assert_eq!(got["identity"]["userAgent"], "auth-test/1");
 
@@ -608,22 +601,11 @@ async fn jwt_rs256_and_es256_context_reaches_every_event() {
         events.next_event("MESSAGE").await["requestContext"]["authorizer"],
         expected
     );
-    let got: Value = gw
-        .management(reqwest::Method::GET, &format!("/@connections/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, got) = gw.get_connection(&id).await;
     assert_eq!(got["identity"]["principalId"], "rsa-user");
     // DELETE closes it: DISCONNECT still carries the context.
-    let deleted = gw
-        .management(reqwest::Method::DELETE, &format!("/@connections/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    let (status, _) = gw.delete_connection(&id).await;
+    assert_eq!(status, 204);
     let disconnect = events.next_event("DISCONNECT").await;
     assert_eq!(disconnect["requestContext"]["authorizer"], expected);
     assert_eq!(disconnect["requestContext"]["disconnectStatusCode"], 1000);
@@ -1094,9 +1076,7 @@ async fn authorizer_context_crosses_nodes_and_survives_node_death() {
         .to_owned();
 
     // GET through the other node shows the principal.
-    let (status, described) = other
-        .call(reqwest::Method::GET, &format!("/@connections/{id}"), "")
-        .await;
+    let (status, described) = other.get_connection(&id).await;
     assert_eq!(status, 200);
     assert_eq!(described["identity"]["principalId"], "cluster-user");
 

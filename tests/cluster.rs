@@ -99,22 +99,13 @@ async fn cross_node_post_get_delete() {
     assert_eq!(next_text(&mut ws).await, "via b");
 
     // GET through the other node.
-    let r = b
-        .management(Method::GET, &format!("/@connections/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
+    let (status, v) = b.get_connection(&id).await;
+    assert_eq!(status, 200);
     assert_eq!(v["identity"]["sourceIp"], "127.0.0.1");
 
     // DELETE through the other node closes it on its owner.
-    let r = b
-        .management(Method::DELETE, &format!("/@connections/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (status, _) = b.delete_connection(&id).await;
+    assert_eq!(status, 204);
     let close = expect_close(&mut ws, Duration::from_secs(5))
         .await
         .expect("close frame");
@@ -140,9 +131,7 @@ async fn broadcasts_reach_members_on_every_node() {
     let member_ids: Vec<String> = (0..3).map(|k| clients[2 * k].1.clone()).collect();
     for (k, id) in member_ids.iter().enumerate() {
         let via = &gws[(k + 1) % 3];
-        let (status, body) = via
-            .call(Method::PUT, &format!("/@groups/room/members/{id}"), "")
-            .await;
+        let (status, body) = via.join("room", id).await;
         assert_eq!((status, body), (204, Value::Null), "remote join of {id}");
     }
     // Every node lists the same members.
@@ -151,11 +140,9 @@ async fn broadcasts_reach_members_on_every_node() {
     }
 
     // A group broadcast from node 0, then an all-connections broadcast from node 1.
-    let (status, _) = gws[0]
-        .call(Method::POST, "/@groups/room", "hello room")
-        .await;
+    let (status, _) = gws[0].to_group("room", "hello room").await;
     assert_eq!(status, 202);
-    let (status, _) = gws[1].call(Method::POST, "/@broadcast", "hello all").await;
+    let (status, _) = gws[1].broadcast("hello all").await;
     assert_eq!(status, 202);
     for (idx, (ws, id, node)) in clients.iter_mut().enumerate() {
         if idx % 2 == 0 {
@@ -171,19 +158,13 @@ async fn broadcasts_reach_members_on_every_node() {
 
     // Leave through yet another node; a group broadcast from node 2 skips the leaver.
     let leaver = member_ids[1].clone();
-    let (status, _) = gws[0]
-        .call(
-            Method::DELETE,
-            &format!("/@groups/room/members/{leaver}"),
-            "",
-        )
-        .await;
+    let (status, _) = gws[0].leave("room", &leaver).await;
     assert_eq!(status, 204);
     let remaining = [member_ids[0].clone(), member_ids[2].clone()];
     wait_members(&gws[2], "room", &remaining).await;
-    let (status, _) = gws[2].call(Method::POST, "/@groups/room", "second").await;
+    let (status, _) = gws[2].to_group("room", "second").await;
     assert_eq!(status, 202);
-    let (status, _) = gws[2].call(Method::POST, "/@broadcast", "marker").await;
+    let (status, _) = gws[2].broadcast("marker").await;
     assert_eq!(status, 202);
     for (idx, (ws, id, _)) in clients.iter_mut().enumerate() {
         if idx == 0 || idx == 4 {
@@ -200,9 +181,7 @@ async fn broadcasts_reach_members_on_every_node() {
         "410 for a closed remote connection",
         Duration::from_secs(5),
         || async {
-            let (status, _) = via
-                .call(Method::PUT, &format!("/@groups/room/members/{gone}"), "")
-                .await;
+            let (status, _) = via.join("room", &gone).await;
             assert!(matches!(status, 204 | 410), "{status}");
             (status == 410).then_some(())
         },
@@ -221,9 +200,7 @@ async fn listings_page_across_nodes() {
     for i in 0..7 {
         let gw = &gws[i % 3];
         let (ws, id) = gw.connect_with_id().await;
-        let (status, _) = gw
-            .call(Method::PUT, &format!("/@groups/all7/members/{id}"), "")
-            .await;
+        let (status, _) = gw.join("all7", &id).await;
         assert_eq!(status, 204);
         clients.push(ws);
         ids.push(id);
@@ -286,9 +263,7 @@ async fn killed_node_is_reaped() {
     let (_v1, victim1) = gws[2].connect_with_id().await;
     let (_v2, victim2) = gws[2].connect_with_id().await;
     for id in [&survivor, &victim1, &victim2] {
-        let (status, _) = gws[1]
-            .call(Method::PUT, &format!("/@groups/room/members/{id}"), "")
-            .await;
+        let (status, _) = gws[1].join("room", id).await;
         assert_eq!(status, 204);
     }
     let everyone = [survivor.clone(), victim1.clone(), victim2.clone()];
@@ -304,12 +279,8 @@ async fn killed_node_is_reaped() {
             "410 for the dead node's connection",
             Duration::from_secs(6),
             || async {
-                let r = gws[0]
-                    .management(Method::POST, &format!("/@connections/{victim}"))
-                    .body("anyone?")
-                    .send()
-                    .await
-                    .unwrap();
+                let path = format!("/@connections/{victim}");
+                let r = gws[0].request(Method::POST, &path, "anyone?").await;
                 let status = r.status().as_u16();
                 assert!(
                     matches!(status, 410 | 503),
@@ -353,15 +324,13 @@ async fn killed_node_is_reaped() {
     for victim in [&victim1, &victim2] {
         let (status, body) = gws[1].post(victim, "still?").await;
         assert_eq!((status, body.as_str()), (410, ""));
-        let (status, _) = gws[1]
-            .call(Method::GET, &format!("/@connections/{victim}"), "")
-            .await;
+        let (status, _) = gws[1].get_connection(victim).await;
         assert_eq!(status, 410);
     }
     let (status, _) = gws[1].post(&survivor, "alive").await;
     assert_eq!(status, 200);
     assert_eq!(next_text(&mut survivor_ws).await, "alive");
-    let (status, _) = gws[1].call(Method::POST, "/@groups/room", "room").await;
+    let (status, _) = gws[1].to_group("room", "room").await;
     assert_eq!(status, 202);
     assert_eq!(next_text(&mut survivor_ws).await, "room");
 }
@@ -380,9 +349,7 @@ async fn redis_outage_and_recovery() {
     let (mut x, id_x) = a.connect_with_id().await;
     let (mut y, id_y) = b.connect_with_id().await;
     for (via, id) in [(b, &id_x), (a, &id_y)] {
-        let (status, _) = via
-            .call(Method::PUT, &format!("/@groups/room/members/{id}"), "")
-            .await;
+        let (status, _) = via.join("room", id).await;
         assert_eq!(status, 204);
     }
     wait_members(a, "room", &[id_x.clone(), id_y.clone()]).await;
@@ -426,12 +393,7 @@ async fn redis_outage_and_recovery() {
         (Method::GET, "/@groups/room/members?limit=10".to_owned()),
         (Method::GET, "/@connections?limit=10".to_owned()),
     ] {
-        let r = a
-            .management(method.clone(), &path)
-            .body("during")
-            .send()
-            .await
-            .unwrap();
+        let r = a.request(method.clone(), &path, "during").await;
         assert_eq!(r.status(), 503, "{method} {path} during the outage");
         assert_eq!(
             r.headers().get("retry-after").unwrap(),
@@ -451,9 +413,7 @@ async fn redis_outage_and_recovery() {
 
     // A connection made and joined during the outage (local join on node b).
     let (mut z, id_z) = b.connect_with_id().await;
-    let (status, _) = b
-        .call(Method::PUT, &format!("/@groups/room/members/{id_z}"), "")
-        .await;
+    let (status, _) = b.join("room", &id_z).await;
     assert_eq!(status, 204, "a local join works without Redis");
 
     // Redis comes back with nothing in it.
@@ -488,19 +448,15 @@ async fn redis_outage_and_recovery() {
     );
 
     // Group broadcast from a reaches members on both nodes, including z.
-    let (status, _) = a.call(Method::POST, "/@groups/room", "all back").await;
+    let (status, _) = a.to_group("room", "all back").await;
     assert_eq!(status, 202);
     assert_eq!(next_text(&mut x).await, "all back");
     assert_eq!(next_text(&mut y).await, "all back");
     assert_eq!(next_text(&mut z).await, "all back");
     // Cross-node GET and remote join work again.
-    let (status, v) = a
-        .call(Method::GET, &format!("/@connections/{id_z}"), "")
-        .await;
+    let (status, v) = a.get_connection(&id_z).await;
     assert_eq!(status, 200, "{v}");
-    let (status, _) = a
-        .call(Method::PUT, &format!("/@groups/late/members/{id_z}"), "")
-        .await;
+    let (status, _) = a.join("late", &id_z).await;
     assert_eq!(status, 204);
     wait_members(b, "late", std::slice::from_ref(&id_z)).await;
     // The records in Redis carry the hash-tagged key names of the README's table.

@@ -12,31 +12,21 @@ use reqwest::Method;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-async fn call(gw: &Gateway, method: Method, path: &str, body: &str) -> (u16, Value) {
-    gw.call(method, path, body).await
-}
-
 /// PUT a member; asserts 204.
 async fn join(gw: &Gateway, group: &str, id: &str) {
-    let (status, body) = call(
-        gw,
-        Method::PUT,
-        &format!("/@groups/{group}/members/{id}"),
-        "",
-    )
-    .await;
+    let (status, body) = gw.join(group, id).await;
     assert_eq!((status, body), (204, Value::Null), "join {group} {id}");
 }
 
 /// POST to a group; asserts 202 with an empty body.
 async fn to_group(gw: &Gateway, group: &str, text: &str) {
-    let (status, body) = call(gw, Method::POST, &format!("/@groups/{group}"), text).await;
+    let (status, body) = gw.to_group(group, text).await;
     assert_eq!((status, body), (202, Value::Null), "broadcast to {group}");
 }
 
 /// POST to every connection; asserts 202 with an empty body.
 async fn to_all(gw: &Gateway, text: &str) {
-    let (status, body) = call(gw, Method::POST, "/@broadcast", text).await;
+    let (status, body) = gw.broadcast(text).await;
     assert_eq!((status, body), (202, Value::Null), "broadcast to all");
 }
 
@@ -100,13 +90,7 @@ async fn group_broadcast_reaches_members_only() {
     assert_eq!(next_text(&mut c).await, "to everyone");
 
     // Removing a member: the next group broadcast skips it.
-    let (status, body) = call(
-        &gw,
-        Method::DELETE,
-        &format!("/@groups/room/members/{id_b}"),
-        "",
-    )
-    .await;
+    let (status, body) = gw.leave("room", &id_b).await;
     assert_eq!((status, body), (204, Value::Null));
     assert_eq!(members(&gw, "room").await, vec![id_a.clone()]);
     to_group(&gw, "room", "second").await;
@@ -124,11 +108,8 @@ async fn group_broadcast_reaches_members_only() {
 
     // Binary bodies are broadcast as binary frames.
     let r = gw
-        .management(Method::POST, "/@groups/room")
-        .body(vec![0u8, 159, 255])
-        .send()
-        .await
-        .unwrap();
+        .request(Method::POST, "/@groups/room", vec![0u8, 159, 255])
+        .await;
     assert_eq!(r.status(), 202);
     assert_eq!(
         next_message(&mut a).await,
@@ -156,38 +137,20 @@ async fn membership_is_idempotent_and_ends_with_the_connection() {
     assert_eq!(next_text(&mut a).await, "marker");
 
     // Removing a non-member is fine too (204).
-    let (status, body) = call(
-        &gw,
-        Method::DELETE,
-        &format!("/@groups/other/members/{id_a}"),
-        "",
-    )
-    .await;
+    let (status, body) = gw.leave("other", &id_a).await;
     assert_eq!((status, body), (204, Value::Null));
 
     // Closing b ends its memberships: the listing shrinks, and it is 410 from then on.
     b.close(None).await.unwrap();
     let left = wait_members(&gw, "room", |m| m.len() == 1).await;
     assert_eq!(left, vec![id_a.clone()]);
-    let (status, body) = call(
-        &gw,
-        Method::PUT,
-        &format!("/@groups/room/members/{id_b}"),
-        "",
-    )
-    .await;
+    let (status, body) = gw.join("room", &id_b).await;
     assert_eq!(
         (status, body),
         (410, Value::Null),
         "PUT for a closed connection"
     );
-    let (status, body) = call(
-        &gw,
-        Method::DELETE,
-        &format!("/@groups/room/members/{id_b}"),
-        "",
-    )
-    .await;
+    let (status, body) = gw.leave("room", &id_b).await;
     assert_eq!(
         (status, body),
         (410, Value::Null),
@@ -196,13 +159,7 @@ async fn membership_is_idempotent_and_ends_with_the_connection() {
     assert_eq!(members(&gw, "room").await, vec![id_a.clone()]);
 
     // A well-formed id nobody ever had is gone as well.
-    let (status, _) = call(
-        &gw,
-        Method::PUT,
-        "/@groups/room/members/AAAAAAAAAAAAAAAA",
-        "",
-    )
-    .await;
+    let (status, _) = gw.join("room", "AAAAAAAAAAAAAAAA").await;
     assert_eq!(status, 410);
 
     // The last member leaving empties the group.
@@ -262,7 +219,7 @@ async fn bad_names_ids_and_limits_are_400() {
             "limit must be between 1 and 1000".to_owned(),
         ),
     ] {
-        let r = gw.management(method.clone(), &path).send().await.unwrap();
+        let r = gw.request(method.clone(), &path, "").await;
         assert_eq!(r.status(), 400, "{method} {path}");
         assert_eq!(
             r.headers()
@@ -296,7 +253,7 @@ async fn bad_names_ids_and_limits_are_400() {
         ),
         (Method::POST, "/@groups/room/members".to_owned(), "GET"),
     ] {
-        let r = gw.management(method.clone(), &path).send().await.unwrap();
+        let r = gw.request(method.clone(), &path, "").await;
         assert_eq!(r.status(), 405, "{method} {path}");
         assert_eq!(
             r.headers().get("allow").map(|v| v.to_str().unwrap()),
@@ -342,7 +299,7 @@ async fn listings_are_paginated_with_a_cursor() {
     assert_eq!(sorted(all), sorted(ids.clone()));
 
     // Without a limit: one page of everything, cursor null.
-    let (status, v) = call(&gw, Method::GET, "/@connections", "").await;
+    let (status, v) = gw.call(Method::GET, "/@connections", "").await;
     assert_eq!(status, 200);
     assert_eq!(v["cursor"], Value::Null);
     let listed = v["connections"].as_array().unwrap();
@@ -477,12 +434,7 @@ async fn broadcast_over_the_limit_is_413() {
     let (mut ws, id) = gw.connect_with_id().await;
     join(&gw, "room", &id).await;
     for path in ["/@broadcast", "/@groups/room"] {
-        let r = gw
-            .management(Method::POST, path)
-            .body("x".repeat(1025))
-            .send()
-            .await
-            .unwrap();
+        let r = gw.request(Method::POST, path, "x".repeat(1025)).await;
         assert_eq!(r.status(), 413, "{path}");
     }
     to_group(&gw, "room", &"y".repeat(1024)).await;

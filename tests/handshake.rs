@@ -677,12 +677,8 @@ async fn rejected_connect_registers_nothing_and_fires_no_disconnect() {
     assert_eq!(id.len(), 16, "{id}");
     let (status, body) = gw.post(&id, "anyone?").await;
     assert_eq!((status, body.as_str()), (410, ""));
-    let r = gw
-        .management(reqwest::Method::GET, &format!("/@connections/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 410);
+    let (status, _) = gw.get_connection(&id).await;
+    assert_eq!(status, 410);
     // No $disconnect for a connection that never existed.
     backend.expect_none(Duration::from_millis(500)).await;
 }
@@ -913,14 +909,7 @@ async fn connect_proxy_event_field_by_field() {
     let (status, _) = gw.post(conn_id, "to you").await;
     assert_eq!(status, 200);
     assert_eq!(next_text(&mut ws).await, "to you");
-    let info: Value = gw
-        .management(reqwest::Method::GET, &format!("/@connections/{conn_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, info) = gw.get_connection(conn_id).await;
     assert_eq!(info["identity"]["userAgent"], "handshake-test/1.0");
     assert_eq!(info["identity"]["sourceIp"], "127.0.0.1");
 }

@@ -125,9 +125,7 @@ async fn clients_behind_haproxy_chat_through_a_group() {
     );
     // The owner agrees: each connection is local to the node its tag names.
     for (_, id, node) in &clients {
-        let (status, _) = gws[*node]
-            .call(reqwest::Method::GET, &format!("/@connections/{id}"), "")
-            .await;
+        let (status, _) = gws[*node].get_connection(id).await;
         assert_eq!(status, 200);
     }
 

@@ -41,14 +41,7 @@ async fn assert_serving(gw: &mut Gateway) {
 async fn assert_no_sessions_left(gw: &Gateway) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let listing: Value = gw
-            .management(reqwest::Method::GET, "/@connections")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, listing) = gw.call(reqwest::Method::GET, "/@connections", "").await;
         let left = listing["connections"].as_array().map_or(0, Vec::len);
         if left == 0 {
             return;

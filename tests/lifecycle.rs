@@ -1,9 +1,13 @@
 //! Connection lifecycle through the real binary: `$disconnect` codes, DELETE, idle and
 //! lifetime timers, server pings, the management API, SIGTERM, logs and `check-config`.
+//!
+//! The timer tests run the gateway in-process on paused time ([`InProcess`]): the clock
+//! jumps to the next timer instead of the test sleeping through it, and `Instant` here is
+//! tokio's, so the elapsed times they assert are the gateway's own clock.
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -11,6 +15,7 @@ use reqwest::Method;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -64,6 +69,13 @@ timeout_ms = 2000
 async fn start(client: &str) -> (Gateway, Backend) {
     let backend = Backend::start().await;
     let gw = Gateway::start(&config(&backend, client)).await;
+    (gw, backend)
+}
+
+/// Like [`start`], with the gateway in-process, for tests on paused time.
+async fn start_in_process(client: &str) -> (InProcess, Backend) {
+    let backend = Backend::start().await;
+    let gw = InProcess::start(&config(&backend, client)).await;
     (gw, backend)
 }
 
@@ -148,7 +160,7 @@ async fn parts(response: reqwest::Response) -> (u16, Option<String>, String) {
 }
 
 /// A raw TCP client that completes the WebSocket handshake on `/prod` and then does nothing.
-async fn raw_handshake(gw: &Gateway) -> TcpStream {
+async fn raw_handshake(gw: &Endpoints) -> TcpStream {
     let mut stream = TcpStream::connect(gw.client_addr).await.unwrap();
     let request = format!(
         "GET /prod HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -239,13 +251,8 @@ async fn tcp_drop_reports_1006() {
 async fn delete_closes_with_1000_and_then_the_connection_is_gone() {
     let (gw, backend) = start("").await;
     let (mut ws, id) = gw.connect_with_id().await;
-    let (status, error_type, body) = parts(
-        gw.management(Method::DELETE, &format!("/@connections/{id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let path = format!("/@connections/{id}");
+    let (status, error_type, body) = parts(gw.request(Method::DELETE, &path, "").await).await;
     assert_eq!((status, error_type, body.as_str()), (204, None, ""));
     let close = expect_close(&mut ws, Duration::from_secs(3)).await;
     assert_eq!(
@@ -260,14 +267,8 @@ async fn delete_closes_with_1000_and_then_the_connection_is_gone() {
     );
     // Gone: 410 with an empty body for every method.
     for method in [Method::POST, Method::GET, Method::DELETE] {
-        let (status, error_type, body) = parts(
-            gw.management(method.clone(), &format!("/@connections/{id}"))
-                .body("late")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, error_type, body) =
+            parts(gw.request(method.clone(), &path, "late").await).await;
         assert_eq!(status, 410, "{method}");
         assert_eq!(error_type.as_deref(), Some("GoneException"), "{method}");
         assert_eq!(body, "", "{method}: 410 has an empty body");
@@ -278,12 +279,8 @@ async fn delete_closes_with_1000_and_then_the_connection_is_gone() {
 async fn post_right_after_delete_is_410() {
     let (gw, _backend) = start("").await;
     let (_ws, id) = gw.connect_with_id().await;
-    let r = gw
-        .management(Method::DELETE, &format!("/@connections/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (status, _) = gw.delete_connection(&id).await;
+    assert_eq!(status, 204);
     // The client does not answer the close, so the session is still closing; the
     // connection must nevertheless be gone for the management API.
     let (status, body) = gw.post(&id, "too late").await;
@@ -294,15 +291,9 @@ async fn post_right_after_delete_is_410() {
 async fn delete_with_code_and_reason() {
     let (gw, backend) = start("").await;
     let (mut ws, id) = gw.connect_with_id().await;
-    let r = gw
-        .management(
-            Method::DELETE,
-            &format!("/@connections/{id}?code=4000&reason=bye"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let path = format!("/@connections/{id}?code=4000&reason=bye");
+    let (status, _) = gw.call(Method::DELETE, &path, "").await;
+    assert_eq!(status, 204);
     let close = expect_close(&mut ws, Duration::from_secs(3)).await;
     assert_eq!(frame(close), (4000, "bye".to_owned()));
     drain(&mut ws).await;
@@ -314,13 +305,8 @@ async fn delete_with_code_and_reason() {
 async fn delete_with_reserved_code_is_400_and_keeps_the_connection() {
     let (gw, _backend) = start("").await;
     let (mut ws, id) = gw.connect_with_id().await;
-    let (status, error_type, body) = parts(
-        gw.management(Method::DELETE, &format!("/@connections/{id}?code=1006"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let path = format!("/@connections/{id}?code=1006");
+    let (status, error_type, body) = parts(gw.request(Method::DELETE, &path, "").await).await;
     assert_eq!(status, 400);
     assert_eq!(error_type.as_deref(), Some("BadRequestException"));
     let v: Value = serde_json::from_str(&body).expect("JSON error body");
@@ -331,12 +317,12 @@ async fn delete_with_reserved_code_is_400_and_keeps_the_connection() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Timers
+// Timers (in-process, on paused time)
 // ---------------------------------------------------------------------------------------
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn idle_timeout_closes_with_1001() {
-    let (gw, backend) = start("idle_timeout_secs = 1").await;
+    let (gw, backend) = start_in_process("idle_timeout_secs = 1").await;
     let (mut ws, id) = gw.connect_with_id().await;
     let started = Instant::now();
     let close = expect_close(&mut ws, Duration::from_secs(3)).await;
@@ -351,9 +337,9 @@ async fn idle_timeout_closes_with_1001() {
     assert_eq!(code_reason(&event), (1001, "Going away".to_owned()));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn outbound_posts_reset_the_idle_timer() {
-    let (gw, backend) = start("idle_timeout_secs = 1").await;
+    let (gw, backend) = start_in_process("idle_timeout_secs = 1").await;
     let (mut ws, id) = gw.connect_with_id().await;
     let started = Instant::now();
     let mut n = 0;
@@ -379,9 +365,9 @@ async fn outbound_posts_reset_the_idle_timer() {
     assert_eq!(code_reason(&event), (1001, "Going away".to_owned()));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn inbound_messages_reset_the_idle_timer() {
-    let (gw, backend) = start("idle_timeout_secs = 1").await;
+    let (gw, backend) = start_in_process("idle_timeout_secs = 1").await;
     let (mut ws, id) = gw.connect_with_id().await;
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(2500) {
@@ -423,9 +409,9 @@ async fn ping_until_close(ws: &mut Client, limit: Duration) -> (Option<CloseFram
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn client_pings_do_not_reset_the_idle_timer() {
-    let (gw, backend) = start("idle_timeout_secs = 1").await;
+    let (gw, backend) = start_in_process("idle_timeout_secs = 1").await;
     let (mut ws, id) = gw.connect_with_id().await;
     let (close, elapsed) = ping_until_close(&mut ws, Duration::from_secs(4)).await;
     assert_eq!(frame(close), (1001, "Going away".to_owned()));
@@ -438,9 +424,10 @@ async fn client_pings_do_not_reset_the_idle_timer() {
     assert_eq!(code_reason(&event), (1001, "Going away".to_owned()));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn client_pings_reset_the_idle_timer_when_configured() {
-    let (gw, _backend) = start("idle_timeout_secs = 1\npings_count_as_activity = true").await;
+    let (gw, _backend) =
+        start_in_process("idle_timeout_secs = 1\npings_count_as_activity = true").await;
     let (mut ws, id) = gw.connect_with_id().await;
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(300));
@@ -458,9 +445,9 @@ async fn client_pings_reset_the_idle_timer_when_configured() {
     assert_eq!(next_text(&mut ws).await, "alive");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn max_lifetime_closes_even_an_active_connection() {
-    let (gw, backend) = start("idle_timeout_secs = 1\nmax_lifetime_secs = 2").await;
+    let (gw, backend) = start_in_process("idle_timeout_secs = 1\nmax_lifetime_secs = 2").await;
     let connected = Instant::now();
     let (mut ws, id) = gw.connect_with_id().await;
     let mut n = 0;
@@ -508,9 +495,9 @@ async fn finish_lifetime(
     assert_eq!(code_reason(&event), (1001, "Going away".to_owned()));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn server_pings_drop_a_peer_that_never_answers() {
-    let (gw, backend) = start("ping_interval_secs = 1").await;
+    let (gw, backend) = start_in_process("ping_interval_secs = 1").await;
     let (mut ws, live_id) = gw.connect_with_id().await;
     let connected = Instant::now();
     let _raw = raw_handshake(&gw).await;
@@ -577,14 +564,8 @@ async fn post_to_a_client_closed_connection_is_410_with_empty_body() {
     ws.close(None).await.unwrap();
     drain(&mut ws).await;
     disconnect_of(&backend, &id, Duration::from_secs(5)).await;
-    let (status, error_type, body) = parts(
-        gw.management(Method::POST, &format!("/@connections/{id}"))
-            .body("anyone?")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let path = format!("/@connections/{id}");
+    let (status, error_type, body) = parts(gw.request(Method::POST, &path, "anyone?").await).await;
     assert_eq!(status, 410);
     assert_eq!(error_type.as_deref(), Some("GoneException"));
     assert_eq!(body, "");
@@ -594,14 +575,9 @@ async fn post_to_a_client_closed_connection_is_410_with_empty_body() {
 async fn post_over_131072_bytes_is_413() {
     let (gw, _backend) = start("").await;
     let (mut ws, id) = gw.connect_with_id().await;
-    let (status, error_type, body) = parts(
-        gw.management(Method::POST, &format!("/@connections/{id}"))
-            .body("x".repeat(131_073))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let path = format!("/@connections/{id}");
+    let too_big = "x".repeat(131_073);
+    let (status, error_type, body) = parts(gw.request(Method::POST, &path, too_big).await).await;
     assert_eq!(status, 413);
     assert_eq!(error_type.as_deref(), Some("PayloadTooLargeException"));
     let v: Value = serde_json::from_str(&body).expect("JSON body");
@@ -622,13 +598,9 @@ async fn post_to_a_full_queue_is_429() {
     let chunk = "z".repeat(64 * 1024);
     let mut accepted = 0;
     let mut refused = None;
+    let path = format!("/@connections/{id}");
     for _ in 0..2000 {
-        let r = gw
-            .management(Method::POST, &format!("/@connections/{id}"))
-            .body(chunk.clone())
-            .send()
-            .await
-            .unwrap();
+        let r = gw.request(Method::POST, &path, chunk.clone()).await;
         match r.status().as_u16() {
             200 => accepted += 1,
             429 => {
@@ -656,13 +628,8 @@ async fn post_to_a_full_queue_is_429() {
 async fn malformed_connection_id_is_400() {
     let (gw, _backend) = start("").await;
     for method in [Method::POST, Method::GET, Method::DELETE] {
-        let (status, error_type, body) = parts(
-            gw.management(method.clone(), "/@connections/abc")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let path = "/@connections/abc";
+        let (status, error_type, body) = parts(gw.request(method.clone(), path, "").await).await;
         assert_eq!(status, 400, "{method}");
         assert_eq!(error_type.as_deref(), Some("BadRequestException"));
         let v: Value = serde_json::from_str(&body).expect("JSON body");
@@ -681,13 +648,8 @@ async fn get_describes_the_connection() {
     let (gw, _backend) = start("").await;
     let before = chrono::Utc::now();
     let (_ws, id) = gw.connect_with_id().await;
-    let r = gw
-        .management(Method::GET, &format!("/@connections/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
+    let (status, v) = gw.get_connection(&id).await;
+    assert_eq!(status, 200);
     let connected_at = v["connectedAt"].as_str().expect("connectedAt");
     let last_active_at = v["lastActiveAt"].as_str().expect("lastActiveAt");
     assert!(is_iso_ms(connected_at), "{connected_at}");
@@ -717,13 +679,8 @@ async fn get_reports_the_user_agent() {
         .unwrap();
     let v: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
     let id = v["connectionId"].as_str().unwrap().to_owned();
-    let r = gw
-        .management(Method::GET, &format!("/@connections/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
+    let (status, v) = gw.get_connection(&id).await;
+    assert_eq!(status, 200);
     assert_eq!(
         v["identity"],
         serde_json::json!({"sourceIp": "127.0.0.1", "userAgent": "lifecycle-test/1.0"})
@@ -743,13 +700,9 @@ async fn last_active_at_moves_after_a_message() {
     let (gw, _backend) = start("").await;
     let (mut ws, id) = gw.connect_with_id().await;
     let get = || async {
-        let r = gw
-            .management(Method::GET, &format!("/@connections/{id}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.json::<Value>().await.unwrap()
+        let (status, v) = gw.get_connection(&id).await;
+        assert_eq!(status, 200);
+        v
     };
     let first = get().await;
     // Let the clock move past the millisecond of the first activity.
@@ -788,31 +741,17 @@ async fn stage_prefixed_and_percent_encoded_paths() {
         format!("/prod/%40connections/{id}"),
         format!("/%40connections/{id}"),
     ] {
-        let r = gw.management(Method::GET, &path).send().await.unwrap();
+        let r = gw.request(Method::GET, &path, "").await;
         assert_eq!(r.status(), 200, "GET {path}");
-        let r = gw
-            .management(Method::POST, &path)
-            .body(path.clone())
-            .send()
-            .await
-            .unwrap();
+        let r = gw.request(Method::POST, &path, path.clone()).await;
         assert_eq!(r.status(), 200, "POST {path}");
         assert_eq!(next_text(&mut ws).await, path);
     }
-    let (status, error_type, _) = parts(
-        gw.management(Method::GET, &format!("/dev/@connections/{id}"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let unknown_stage = format!("/dev/@connections/{id}");
+    let (status, error_type, _) = parts(gw.request(Method::GET, &unknown_stage, "").await).await;
     assert_eq!(status, 404, "unknown stage prefix");
     assert_eq!(error_type.as_deref(), Some("NotFoundException"));
-    let r = gw
-        .management(Method::GET, "/nothing/here")
-        .send()
-        .await
-        .unwrap();
+    let r = gw.request(Method::GET, "/nothing/here", "").await;
     assert_eq!(r.status(), 404);
 }
 
@@ -1093,12 +1032,8 @@ async fn a_client_that_never_reads_can_still_be_deleted() {
     }
     assert!(full, "the queue never filled");
     // The session is stuck writing to a socket nobody reads; DELETE must still end it.
-    let r = gw
-        .management(Method::DELETE, &format!("/@connections/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (status, _) = gw.delete_connection(&id).await;
+    assert_eq!(status, 204);
     let event = disconnect_of(&backend, &id, Duration::from_secs(4)).await;
     assert_eq!(code_reason(&event).0, 1000);
 }

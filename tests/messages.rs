@@ -1,13 +1,17 @@
 //! Messages end to end through the real binary: route selection (the AWS developer-guide
 //! table), integrations (proxy, passthrough, mock), two-way routes, error frames, the
 //! in-flight cap, and the frame/message limits with the close codes `$disconnect` reports.
+//!
+//! Tests that wait on a slow backend (integration timeout, calls in flight) run the gateway
+//! in-process on paused time ([`InProcess`]): the backend's delay passes without sleeping.
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use futures_util::SinkExt as _;
 use serde_json::Value;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
@@ -627,7 +631,7 @@ async fn unreachable_backend_gives_internal_server_error() {
     assert!(next_text(&mut ws).await.contains(&id));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn integration_timeout_gives_internal_server_error() {
     let backend = Backend::slow(Duration::from_secs(3)).await;
     let mut config = base_config();
@@ -638,7 +642,7 @@ async fn integration_timeout_gives_internal_server_error() {
         &backend.url("/slow"),
         "timeout_ms = 100",
     ));
-    let gw = Gateway::start(&config).await;
+    let gw = InProcess::start(&config).await;
     let (mut ws, id) = gw.connect_with_id().await;
     let started = Instant::now();
     send_action(&mut ws, "slow").await;
@@ -660,7 +664,7 @@ async fn slow_echo(delay: Duration) -> Backend {
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn integration_calls_do_not_block_reading() {
     let backend = slow_echo(Duration::from_millis(800)).await;
     let mut config = base_config();
@@ -669,7 +673,7 @@ async fn integration_calls_do_not_block_reading() {
     config.push_str(&route("fast", "fast", true));
     config.push_str(&http_integration("slow", &backend.url("/slow"), ""));
     config.push_str("\n[integrations.fast]\ntype = \"mock\"\ntemplate = \"fast reply\"\n");
-    let gw = Gateway::start(&config).await;
+    let gw = InProcess::start(&config).await;
     let mut ws = gw.connect().await;
     send_action(&mut ws, "slow").await;
     backend.next().await; // the slow call is in flight
@@ -678,7 +682,7 @@ async fn integration_calls_do_not_block_reading() {
     assert_eq!(next_text(&mut ws).await, r#"echo:{"action":"slow"}"#);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn inflight_cap_pauses_reading_and_loses_nothing() {
     let delay = Duration::from_millis(500);
     let backend = slow_echo(delay).await;
@@ -686,7 +690,7 @@ async fn inflight_cap_pauses_reading_and_loses_nothing() {
     config.push_str("\n[client]\nmax_inflight_per_connection = 1\n");
     config.push_str(&route("slow", "slow", true));
     config.push_str(&http_integration("slow", &backend.url("/slow"), ""));
-    let gw = Gateway::start(&config).await;
+    let gw = InProcess::start(&config).await;
     let mut ws = gw.connect().await;
     let m1 = r#"{"action":"slow","n":1}"#;
     let m2 = r#"{"action":"slow","n":2}"#;

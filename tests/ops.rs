@@ -304,11 +304,7 @@ async fn drain_closes_gradually_with_1012_while_readiness_fails() {
     for _ in 0..10 {
         clients.push(gw.connect().await);
     }
-    let r = gw
-        .management(reqwest::Method::POST, "/admin/drain")
-        .send()
-        .await
-        .unwrap();
+    let r = gw.request(reqwest::Method::POST, "/admin/drain", "").await;
     assert_eq!(r.status(), 202);
     let r = reqwest::get(gw.management_url("/readyz")).await.unwrap();
     assert_eq!(r.status(), 503);

@@ -4,6 +4,7 @@
 //! `LimitExceededException`, and the per-node cap on integration calls pauses reading.
 //!
 //! Rates are slow (0.1/s) so no token refills while a test runs: the counts are exact.
+//! The in-flight cap waits on a slow backend, so it runs in-process on paused time.
 
 mod common;
 
@@ -257,7 +258,7 @@ async fn management_calls_over_the_limit_get_429_limit_exceeded() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn node_wide_inflight_cap_holds_calls_until_one_ends() {
     let backend = Backend::slow(Duration::from_millis(1500)).await;
     let extra = format!(
@@ -265,12 +266,12 @@ async fn node_wide_inflight_cap_holds_calls_until_one_ends() {
          [integrations.slow]\ntype = \"http\"\nurl = \"{}\"\n",
         backend.url("/slow")
     );
-    let gw = Gateway::start(&config(&extra)).await;
+    let gw = InProcess::start(&config(&extra)).await;
     let mut clients = Vec::new();
     for _ in 0..3 {
         clients.push(gw.connect().await);
     }
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     for ws in &mut clients {
         ws.send(Message::text(r#"{"action":"slow"}"#))
             .await
