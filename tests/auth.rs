@@ -950,16 +950,9 @@ async fn bad_tls_files_are_a_config_error() {
         "{}[client.tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\"\n",
         base_config()
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, config).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("client.tls.cert_file"));
+    let (code, _, stderr) = check_config(&config);
+    assert_eq!(code, Some(64));
+    assert!(stderr.contains("client.tls.cert_file"), "{stderr}");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -549,31 +549,14 @@ async fn callbacks_are_off_by_default() {
 
 #[tokio::test]
 async fn callbacks_are_refused_with_an_unauthenticated_management_api() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
-        "[client]\ncallbacks = true\n[management]\nauth = \"none\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("client.callbacks"));
+    let (code, _, stderr) =
+        check_config("[client]\ncallbacks = true\n[management]\nauth = \"none\"\n");
+    assert_eq!(code, Some(64));
+    assert!(stderr.contains("client.callbacks"), "{stderr}");
 
-    std::fs::write(
-        &path,
+    let (code, _, stderr) = check_config(
         "[client]\ntrusted_proxies = [\"lb.internal\"]\n[management]\nauth = \"none\"\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("client.trusted_proxies"));
+    );
+    assert_eq!(code, Some(64));
+    assert!(stderr.contains("client.trusted_proxies"), "{stderr}");
 }

@@ -6,7 +6,6 @@
 //! tokio's, so the elapsed times they assert are the gateway's own clock.
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -955,27 +954,6 @@ async fn logs_carry_the_connection_id_and_never_the_token() {
 // ---------------------------------------------------------------------------------------
 // CLI
 // ---------------------------------------------------------------------------------------
-
-fn check_config(text: &str) -> (Option<i32>, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("candidate.toml");
-    std::fs::write(&path, text).unwrap();
-    check_config_file(&path)
-}
-
-fn check_config_file(path: &std::path::Path) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .arg("check-config")
-        .arg(path)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run switchboard");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn check_config_accepts_the_default() {

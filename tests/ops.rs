@@ -240,12 +240,8 @@ async fn access_log_format_is_configurable_and_checked() {
         "[management]\nauth = \"none\"\n[access_log]\nformat = \"$context.bogus\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["check-config", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, _, stderr) = check_config_file(&bad);
+    assert_eq!(code, Some(64));
     assert!(
         stderr.contains("access_log.format") && stderr.contains("bogus"),
         "{stderr}"

@@ -254,3 +254,26 @@ impl Drop for Gateway {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `switchboard check-config` on `text`: (exit code, stdout, stderr).
+pub fn check_config(text: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("candidate.toml");
+    std::fs::write(&path, text).unwrap();
+    check_config_file(&path)
+}
+
+/// Runs `switchboard check-config` on a file: (exit code, stdout, stderr).
+pub fn check_config_file(path: &std::path::Path) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("check-config")
+        .arg(path)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run switchboard");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

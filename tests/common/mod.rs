@@ -33,7 +33,9 @@ pub use client::{Client, expect_close, expect_silence, next_message, next_text};
 #[allow(unused_imports)]
 pub use endpoints::Endpoints;
 #[allow(unused_imports)]
-pub use gateway::{Gateway, TOKEN, WHOAMI, base_config, compose_config};
+pub use gateway::{
+    Gateway, TOKEN, WHOAMI, base_config, check_config, check_config_file, compose_config,
+};
 #[allow(unused_imports)]
 pub use haproxy::{Haproxy, free_port};
 #[allow(unused_imports)]
