@@ -7,10 +7,12 @@
 
 pub mod access_log;
 mod auth;
+mod lambda;
 mod limits;
 mod settings;
 
 pub use auth::*;
+pub use lambda::*;
 pub use limits::*;
 pub use settings::*;
 
@@ -91,10 +93,16 @@ pub fn load(
         )
         .build()
         .map_err(|e| ConfigError::Source(e.to_string()))?;
-    let settings: Settings = serde_path_to_error::deserialize(raw).map_err(|e| {
+    let mut settings: Settings = serde_path_to_error::deserialize(raw).map_err(|e| {
         let key = e.path().to_string();
         ConfigError::invalid(key, e.into_inner().to_string())
     })?;
+    if let ConfigSource::File(path) = source
+        && let Some(base) = path.parent()
+    {
+        // Relative paths in a file are relative to the file, not to the working directory.
+        lambda::resolve_paths(base, &mut settings.lambda, &mut settings.integrations);
+    }
     settings.validate()?;
     Ok(settings)
 }
@@ -276,7 +284,11 @@ impl Settings {
                     "must be an HTTP status between 100 and 599",
                 ));
             }
+            if let IntegrationSettings::Lambda(function) = integration {
+                function.validate(name)?;
+            }
         }
+        lambda::validate(&self.lambda)?;
         Ok(())
     }
 }
@@ -314,6 +326,7 @@ mod tests {
         assert_eq!(embedded.auth, typed.auth);
         assert_eq!(embedded.management.sigv4, typed.management.sigv4);
         assert_eq!(embedded.management.tls, typed.management.tls);
+        assert_eq!(embedded.lambda, typed.lambda);
         assert!(embedded.routes.contains_key("$default"));
         assert!(embedded.routes.contains_key("whoami"));
     }
@@ -389,6 +402,18 @@ mod tests {
             (
                 "[client]\nmax_json_depth = 128\n[management]\nauth = \"none\"\n",
                 "client.max_json_depth",
+            ),
+            (
+                "[management]\nauth = \"none\"\n[integrations.l]\ntype = \"lambda\"\nruntime = \"nodejs20.x\"\nhandler = \"app.handler\"\ncode_dir = \"x\"\nbogus = 1\n",
+                "integrations.l",
+            ),
+            (
+                "[management]\nauth = \"none\"\n[integrations.l]\ntype = \"lambda\"\nruntime = \"ruby3.3\"\nhandler = \"app.handler\"\ncode_dir = \"x\"\n",
+                "integrations.l.runtime",
+            ),
+            (
+                "[management]\nauth = \"none\"\n[lambda]\nregion = \"\"\n",
+                "lambda.region",
             ),
         ];
         for (text, key) in cases {

@@ -35,6 +35,8 @@ pub struct Settings {
     pub routes: BTreeMap<String, RouteSettings>,
     /// Integration name → how to call it. Routes refer to integrations by name.
     pub integrations: BTreeMap<String, IntegrationSettings>,
+    /// How `lambda` integrations launch their workers (see docs/lambda.md).
+    pub lambda: super::LambdaSettings,
 }
 
 /// `[api]`: identity of the API and how messages pick a route.
@@ -338,6 +340,9 @@ pub enum IntegrationSettings {
         #[serde(default = "default_mock_status")]
         status: u16,
     },
+    /// An AWS Lambda handler run unchanged by local worker processes (AWS's Runtime
+    /// Interface Clients, served the Lambda Runtime API; see docs/lambda.md).
+    Lambda(super::LambdaFunctionSettings),
 }
 
 fn default_http_mode() -> HttpMode {
