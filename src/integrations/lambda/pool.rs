@@ -149,7 +149,8 @@ impl Pool {
         };
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for index in 0..self.spec.concurrency {
-            let span = info_span!("lambda", function = %self.spec.name, slot = index);
+            // A root span: the slot outlives the call that started it.
+            let span = info_span!(parent: None, "lambda", function = %self.spec.name, slot = index);
             tokio::spawn(slot(self.spec.clone(), rx.clone(), self.stop.clone()).instrument(span));
         }
     }
@@ -241,14 +242,14 @@ async fn serve(
             status = worker.child.wait() => {
                 let status = exit_text(status);
                 match worker.api.init_error() {
-                    Some((kind, message)) => warn!(pid = worker.pid, %status, error_type = %kind, %message, "lambda worker failed its init"),
+                    Some((kind, message)) => warn!(pid = worker.pid, %status, error_type = %kind, error_message = %message, "lambda worker failed its init"),
                     None => warn!(pid = worker.pid, %status, "lambda worker exited while idle"),
                 }
                 return Retired::Replace;
             }
             _ = worker.api.init_failed() => {
                 if let Some((kind, message)) = worker.api.init_error() {
-                    warn!(pid = worker.pid, error_type = %kind, %message, "lambda worker failed its init");
+                    warn!(pid = worker.pid, error_type = %kind, error_message = %message, "lambda worker failed its init");
                 }
                 return Retired::Replace;
             }
@@ -262,7 +263,7 @@ async fn serve(
             warn!(
                 request_id = %job.request_id,
                 error_type = %failure.error_type,
-                message = %failure.message,
+                error_message = %failure.message,
                 "lambda invocation failed"
             );
         }

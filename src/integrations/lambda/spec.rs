@@ -151,7 +151,7 @@ impl FunctionSpec {
 }
 
 /// A launcher: a path (checked), or a bare command looked up on `PATH`.
-fn find_program(launcher: &str) -> Option<PathBuf> {
+pub(super) fn find_program(launcher: &str) -> Option<PathBuf> {
     if launcher.contains('/') {
         let path = std::path::absolute(launcher).ok()?;
         return is_executable(&path).then_some(path);

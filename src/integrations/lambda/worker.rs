@@ -5,8 +5,9 @@
 //! line by line, with the function name and the request id being served. Decides nothing:
 //! the pool says when to invoke, kill or replace it.
 
+use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
 use rand::RngExt as _;
@@ -16,6 +17,22 @@ use tracing::{info, warn};
 
 use super::runtime_api::RuntimeApi;
 use super::spec::FunctionSpec;
+
+/// util-linux `setpriv`, when installed: workers are started through
+/// `setpriv --pdeathsig KILL --`, which asks the kernel to kill a worker when the gateway
+/// dies without stopping it (SIGKILL, a crash). Without it such a worker outlives the
+/// gateway, and the Node RIC, its Runtime API gone, spins. (`prctl` itself would need
+/// unsafe code between fork and exec, which this crate forbids.)
+static SETPRIV: LazyLock<Option<PathBuf>> = LazyLock::new(|| {
+    let found = super::spec::find_program("setpriv");
+    if found.is_none() {
+        warn!(
+            "setpriv (util-linux) not found: lambda workers are killed when the gateway stops, \
+             but would outlive a gateway that is killed"
+        );
+    }
+    found
+});
 
 /// The longest log line kept; the rest of a longer line is dropped (and said so).
 const MAX_LOG_LINE: usize = 16 * 1024;
@@ -39,11 +56,21 @@ pub struct Worker {
 impl Worker {
     /// Starts a worker of `spec`: a Runtime API on a free loopback port, then the RIC with
     /// the Lambda environment, in its own process group (a Ctrl-C at a terminal reaches
-    /// the gateway, which stops its workers, not the workers directly).
+    /// the gateway, which stops its workers, not the workers directly), killed by the
+    /// kernel if the gateway dies first (see [`SETPRIV`]).
     pub async fn spawn(spec: &FunctionSpec) -> std::io::Result<Worker> {
         let api = RuntimeApi::start(spec.arn.as_str().into()).await?;
         let stream = log_stream_name();
-        let mut command = Command::new(&spec.program);
+        let mut command = match &*SETPRIV {
+            Some(setpriv) => {
+                let mut command = Command::new(setpriv);
+                command
+                    .args(["--pdeathsig", "KILL", "--"])
+                    .arg(&spec.program);
+                command
+            }
+            None => Command::new(&spec.program),
+        };
         command
             .args(&spec.args)
             .current_dir(&spec.code_dir)
