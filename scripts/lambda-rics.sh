@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NODE_RIC_VERSION=3.3.0
+PYTHON_RIC_VERSION=4.2.2 # keep equal to tests/python/requirements.txt
 ric_dir=target/lambda-ric
 venv=target/pyvenv
 
@@ -52,9 +53,10 @@ fi
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import awslambdaric' 2>/dev/null; then
-  echo "== installing awslambdaric into $venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check awslambdaric \
+have=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("awslambdaric"))' 2>/dev/null || true)
+if [ "$have" != "$PYTHON_RIC_VERSION" ]; then
+  echo "== installing awslambdaric==$PYTHON_RIC_VERSION into $venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "awslambdaric==$PYTHON_RIC_VERSION" \
     || { echo "lambda-rics.sh: pip could not install awslambdaric (PyPI must be reachable)" >&2; exit 1; }
 fi
 

@@ -88,6 +88,7 @@ fn config(runtime: Runtime) -> String {
         ("sleeps", "sleeps"),
         ("exits", "exits"),
         ("busy", "busy"),
+        ("broken", "broken"),
     ] {
         config.push_str(&format!(
             "[routes.\"{route}\"]\nintegration = \"{integration}\"\ntwo_way = true\n"
@@ -106,6 +107,9 @@ fn config(runtime: Runtime) -> String {
         &function("busy", "concurrency = 1\nqueue = 0\ntimeout_ms = 5000")
             .replace("app.busy", "app.sleeps"),
     );
+    // A handler whose module does not exist: every init fails.
+    config
+        .push_str(&function("broken", "concurrency = 1").replace("app.broken", "missing.handler"));
     config
 }
 
@@ -288,6 +292,19 @@ async fn failures_replace_the_worker(runtime: Runtime) {
     let slow: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
     assert_eq!(slow["awake"], true, "{slow}");
     assert!(gw.raw_logs().contains("TooManyRequestsException"));
+
+    // An init failure answers the call that waited for it, and again after a restart.
+    for _ in 0..2 {
+        let error = ask(&mut ws, serde_json::json!({"action": "broken"})).await;
+        assert_internal_error(&error);
+    }
+    assert!(gw.raw_logs().contains("Runtime.ImportModuleError"));
+    let answer = ask(
+        &mut ws,
+        serde_json::json!({"action": "echo", "text": "fine"}),
+    )
+    .await;
+    assert_eq!(answer["echo"], "fine");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,9 @@
 //! Each slot is a supervisor task that keeps one worker process alive and runs one
 //! invocation at a time on it: it starts the worker (a cold start, logged), hands it
 //! events, enforces the function timeout by killing it, and replaces it when it times
-//! out, crashes or fails its init (with backoff while it keeps failing before it ever
-//! reaches `/next`). The slots start on the first call, as Lambda starts environments on
+//! out, crashes or fails its init: at once when the worker had completed an invocation,
+//! else after a backoff and only once a call waits for it (no crash loop nobody asked
+//! for). The slots start on the first call, as Lambda starts environments on
 //! demand, and stop when the pool is dropped (the API holding it was replaced, or the
 //! gateway stops): their workers are killed.
 //!
@@ -170,8 +171,13 @@ async fn slot(
     jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
     stop: CancellationToken,
 ) {
+    // Workers in a row that ended without completing an invocation.
     let mut failures: u32 = 0;
     loop {
+        // After a failure, restart lazily: wait out the backoff, then for a call to run on
+        // the new worker (as Lambda re-inits on the next invoke), so a function whose init
+        // keeps failing is not restarted in a loop nobody asked for.
+        let mut pending = None;
         if failures > 0 {
             let delay = FIRST_BACKOFF
                 .saturating_mul(1 << (failures - 1).min(16))
@@ -180,17 +186,23 @@ async fn slot(
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
             }
-        }
-        if stop.is_cancelled() {
-            return;
+            match next_job(&jobs, &stop).await {
+                Some(job) => pending = Some(job),
+                None => return,
+            }
         }
         let mut worker = match Worker::spawn(&spec).await {
             Ok(worker) => worker,
             Err(e) => {
-                failures += 1;
+                failures = failures.saturating_add(1);
                 error!(program = %spec.program.display(), error = %e, failures, "lambda worker could not be started");
-                // Fail one waiting call rather than let it wait for a launcher that is gone.
-                if let Some(job) = next_job(&jobs, &stop).await {
+                // Fail the call that waits for it rather than let it wait for a launcher
+                // that is gone.
+                let job = match pending {
+                    Some(job) => Some(job),
+                    None => next_job(&jobs, &stop).await,
+                };
+                if let Some(job) = job {
                     let _ = job.reply.send(Err(Failure::new(
                         "Runtime.StartError",
                         format!("cannot start {}: {e}", spec.program.display()),
@@ -199,12 +211,11 @@ async fn slot(
                 continue;
             }
         };
-        let retired = serve(&spec, &mut worker, &jobs, &stop).await;
-        let reached_next = worker.api.polled();
+        let (retired, completed) = serve(&spec, &mut worker, &jobs, &stop, pending).await;
         worker.kill().await;
         match retired {
             Retired::Stopped => return,
-            Retired::Replace if reached_next => failures = 0,
+            Retired::Replace if completed > 0 => failures = 0,
             Retired::Replace => failures = failures.saturating_add(1),
         }
     }
@@ -226,36 +237,24 @@ async fn next_job(
     }
 }
 
-/// Serves jobs on `worker` until it must be replaced or the pool stops.
+/// Serves `pending`, then jobs from the queue, on `worker` until it must be replaced or
+/// the pool stops. Returns why, and how many invocations it completed (answered by the
+/// runtime, result or handler error).
 async fn serve(
     spec: &FunctionSpec,
     worker: &mut Worker,
     jobs: &tokio::sync::Mutex<mpsc::Receiver<Job>>,
     stop: &CancellationToken,
-) -> Retired {
+    mut pending: Option<Job>,
+) -> (Retired, usize) {
     let mut cold = true;
+    let mut completed = 0;
     loop {
-        // Idle: wait for a job, watching the worker.
-        let job = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return Retired::Stopped,
-            status = worker.child.wait() => {
-                let status = exit_text(status);
-                match worker.api.init_error() {
-                    Some((kind, message)) => warn!(pid = worker.pid, %status, error_type = %kind, error_message = %message, "lambda worker failed its init"),
-                    None => warn!(pid = worker.pid, %status, "lambda worker exited while idle"),
-                }
-                return Retired::Replace;
-            }
-            _ = worker.api.init_failed() => {
-                if let Some((kind, message)) = worker.api.init_error() {
-                    warn!(pid = worker.pid, error_type = %kind, error_message = %message, "lambda worker failed its init");
-                }
-                return Retired::Replace;
-            }
-            job = next_job(jobs, stop) => match job {
-                Some(job) => job,
-                None => return Retired::Stopped,
+        let job = match pending.take() {
+            Some(job) => job,
+            None => match idle(worker, jobs, stop).await {
+                Ok(job) => job,
+                Err(retired) => return (retired, completed),
             },
         };
         let (result, retired) = run(spec, worker, &job, &mut cold, stop).await;
@@ -268,9 +267,39 @@ async fn serve(
             );
         }
         let _ = job.reply.send(result);
-        if let Some(retired) = retired {
-            return retired;
+        match retired {
+            Some(retired) => return (retired, completed),
+            None => completed += 1,
         }
+    }
+}
+
+/// Waits for a job while `worker` is idle, watching it: `Err` when it died or failed its
+/// init meanwhile, or the pool stopped.
+async fn idle(
+    worker: &mut Worker,
+    jobs: &tokio::sync::Mutex<mpsc::Receiver<Job>>,
+    stop: &CancellationToken,
+) -> Result<Job, Retired> {
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => Err(Retired::Stopped),
+        status = worker.child.wait() => {
+            let status = exit_text(status);
+            match worker.api.init_error() {
+                Some((kind, message)) => warn!(pid = worker.pid, %status, error_type = %kind, error_message = %message, "lambda worker failed its init"),
+                None if !worker.api.polled() => warn!(pid = worker.pid, %status, "lambda worker exited during its init"),
+                None => warn!(pid = worker.pid, %status, "lambda worker exited while idle"),
+            }
+            Err(Retired::Replace)
+        }
+        _ = worker.api.init_failed() => {
+            if let Some((kind, message)) = worker.api.init_error() {
+                warn!(pid = worker.pid, error_type = %kind, error_message = %message, "lambda worker failed its init");
+            }
+            Err(Retired::Replace)
+        }
+        job = next_job(jobs, stop) => job.ok_or(Retired::Stopped),
     }
 }
 
