@@ -94,7 +94,7 @@ fn config(runtime: Runtime) -> String {
             "[routes.\"{route}\"]\nintegration = \"{integration}\"\ntwo_way = true\n"
         ));
     }
-    config.push_str(&function("connect", "concurrency = 1"));
+    config.push_str(&function("connect", "concurrency = 1\ntimeout_ms = 1000"));
     config.push_str(&function(
         "echo",
         "function_name = \"echo-fn\"\nmemory_mb = 256\ntimeout_ms = 3000\n[integrations.echo.environment]\nTABLE_NAME = \"connections\"",
@@ -152,9 +152,11 @@ async fn handshake_status(gw: &Gateway, path: &str) -> u16 {
 async fn handlers_run_unchanged(runtime: Runtime) {
     let gw = start(runtime).await;
 
-    // $connect runs a Lambda: 200 accepts, 403 refuses, a throw is 502.
+    // $connect runs a Lambda: 200 accepts, 403 refuses, a throw is 502, and so is a
+    // timeout (AWS: 502 for a Lambda, unlike an HTTP integration's 504).
     assert_eq!(handshake_status(&gw, "/prod?deny=1").await, 403);
     assert_eq!(handshake_status(&gw, "/prod?fail=1").await, 502);
+    assert_eq!(handshake_status(&gw, "/prod?sleep=3000").await, 502);
     let mut ws = gw.connect().await;
 
     let answer = ask(

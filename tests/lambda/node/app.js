@@ -24,9 +24,12 @@ exports.echo = async (event, context) => {
   });
 };
 
-// $connect: ?deny=1 refuses with 403, ?fail=1 throws.
+// $connect: ?deny=1 refuses with 403, ?fail=1 throws, ?sleep=<ms> sleeps first.
 exports.connect = async (event) => {
   const query = event.queryStringParameters || {};
+  if (query.sleep) {
+    await new Promise((resolve) => setTimeout(resolve, Number(query.sleep)));
+  }
   if (query.fail) {
     throw new Error("connect handler failed on purpose");
   }

@@ -30,8 +30,10 @@ def echo(event, context):
 
 
 def connect(event, context):
-    """$connect: ?deny=1 refuses with 403, ?fail=1 raises."""
+    """$connect: ?deny=1 refuses with 403, ?fail=1 raises, ?sleep=<ms> sleeps first."""
     query = event.get("queryStringParameters") or {}
+    if query.get("sleep"):
+        time.sleep(int(query["sleep"]) / 1000)
     if query.get("fail"):
         raise RuntimeError("connect handler failed on purpose")
     return {"statusCode": 403 if query.get("deny") else 200}
