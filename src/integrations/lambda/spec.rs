@@ -110,6 +110,8 @@ impl FunctionSpec {
                     &format!("AWS_Lambda_{}", function.runtime),
                 ),
                 ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand"),
+                // The task root is read-only on Lambda: leave no __pycache__ in code_dir.
+                ("PYTHONDONTWRITEBYTECODE", "1"),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
