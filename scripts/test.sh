@@ -48,6 +48,11 @@ if ! cmp -s tests/python/requirements.txt "$venv/.requirements" 2>/dev/null; the
 fi
 export SWITCHBOARD_TEST_VENV="$PWD/$venv"
 
+# AWS's Lambda Runtime Interface Clients for tests/lambda.rs: npm aws-lambda-ric (compiled
+# natively; the script installs its build tools with apt-get when missing) into
+# target/lambda-ric, and awslambdaric into the venv. Fast when already installed.
+scripts/lambda-rics.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -40,7 +40,12 @@ impl Api {
         for (name, integration) in &settings.integrations {
             integrations.insert(
                 name.as_str(),
-                Arc::new(Integration::from_settings(name, integration, http)?),
+                Arc::new(Integration::from_settings(
+                    name,
+                    integration,
+                    http,
+                    &settings.lambda,
+                )?),
             );
         }
         let mut routes = Vec::new();

@@ -7,11 +7,13 @@
 
 pub mod access_log;
 mod auth;
+mod lambda;
 mod limits;
 mod net;
 mod settings;
 
 pub use auth::*;
+pub use lambda::*;
 pub use limits::*;
 pub use net::IpRange;
 pub use settings::*;
@@ -94,10 +96,16 @@ pub fn load(
         )
         .build()
         .map_err(|e| ConfigError::Source(e.to_string()))?;
-    let settings: Settings = serde_path_to_error::deserialize(raw).map_err(|e| {
+    let mut settings: Settings = serde_path_to_error::deserialize(raw).map_err(|e| {
         let key = e.path().to_string();
         ConfigError::invalid(key, e.into_inner().to_string())
     })?;
+    if let ConfigSource::File(path) = source
+        && let Some(base) = path.parent()
+    {
+        // Relative paths in a file are relative to the file, not to the working directory.
+        lambda::resolve_paths(base, &mut settings.lambda, &mut settings.integrations);
+    }
     settings.validate()?;
     Ok(settings)
 }
@@ -305,7 +313,11 @@ impl Settings {
                     "must be an HTTP status between 100 and 599",
                 ));
             }
+            if let IntegrationSettings::Lambda(function) = integration {
+                function.validate(name)?;
+            }
         }
+        lambda::validate(&self.lambda)?;
         Ok(())
     }
 }
@@ -344,6 +356,7 @@ mod tests {
         assert_eq!(embedded.auth, typed.auth);
         assert_eq!(embedded.management.sigv4, typed.management.sigv4);
         assert_eq!(embedded.management.tls, typed.management.tls);
+        assert_eq!(embedded.lambda, typed.lambda);
         assert!(embedded.routes.contains_key("$default"));
         assert!(embedded.routes.contains_key("whoami"));
     }
@@ -447,6 +460,18 @@ mod tests {
             (
                 "[client]\npublic_host = \"https://ws.example.com\"\n[management]\nauth = \"none\"\n",
                 "client.public_host",
+            ),
+            (
+                "[management]\nauth = \"none\"\n[integrations.l]\ntype = \"lambda\"\nruntime = \"nodejs20.x\"\nhandler = \"app.handler\"\ncode_dir = \"x\"\nbogus = 1\n",
+                "integrations.l",
+            ),
+            (
+                "[management]\nauth = \"none\"\n[integrations.l]\ntype = \"lambda\"\nruntime = \"ruby3.3\"\nhandler = \"app.handler\"\ncode_dir = \"x\"\n",
+                "integrations.l.runtime",
+            ),
+            (
+                "[management]\nauth = \"none\"\n[lambda]\nregion = \"\"\n",
+                "lambda.region",
             ),
         ];
         for (text, key) in cases {

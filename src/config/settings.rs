@@ -38,6 +38,8 @@ pub struct Settings {
     /// The one outbound HTTP client (integrations, the authorizer, JWKS fetches): how many
     /// idle keep-alive connections it keeps, and for how long.
     pub http_client: HttpClientSettings,
+    /// How `lambda` integrations launch their workers (see docs/lambda.md).
+    pub lambda: super::LambdaSettings,
 }
 
 /// `[api]`: identity of the API and how messages pick a route.
@@ -384,6 +386,9 @@ pub enum IntegrationSettings {
         #[serde(default = "default_mock_status")]
         status: u16,
     },
+    /// An AWS Lambda handler run unchanged by local worker processes (AWS's Runtime
+    /// Interface Clients, served the Lambda Runtime API; see docs/lambda.md).
+    Lambda(super::LambdaFunctionSettings),
 }
 
 fn default_http_mode() -> HttpMode {

@@ -1,11 +1,13 @@
 //! Integrations: calling backends for CONNECT, MESSAGE and DISCONNECT events.
 //!
-//! One enum with a file per kind (`http`, `mock`), the event envelopes (`event`) and the
+//! One enum with a file (or folder) per kind (`http`, `mock`, `lambda`), the event
+//! envelopes (`event`) and the
 //! parser for proxy answers (`proxy_response`). Knows nothing about sockets: it gets an
 //! [`event::Event`] and returns an [`IntegrationResponse`] or an [`IntegrationError`].
 
 pub mod event;
 pub mod http;
+pub mod lambda;
 pub mod mock;
 pub mod proxy_response;
 
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::config::{ConfigError, IntegrationSettings};
+use crate::config::{ConfigError, IntegrationSettings, LambdaSettings};
 use event::Event;
 
 /// A backend's answer.
@@ -49,6 +51,10 @@ pub enum IntegrationError {
     /// A proxy-shaped answer with the wrong shape.
     #[error(transparent)]
     Malformed(#[from] proxy_response::Malformed),
+    /// A Lambda function failed as Lambda reports it: it threw, timed out, crashed, failed
+    /// its init, or was throttled.
+    #[error(transparent)]
+    Lambda(#[from] lambda::LambdaError),
 }
 
 impl IntegrationError {
@@ -60,11 +66,14 @@ impl IntegrationError {
             Self::Status(_) => "status",
             Self::Body(_) => "body",
             Self::Malformed(_) => "malformed",
+            Self::Lambda(e) => e.kind(),
         }
     }
 
     /// The HTTP status a failed `$connect` answers with: 504 for a timeout, the backend's
-    /// own status for a server error, 502 for everything else.
+    /// own status for a server error, 502 for everything else — a Lambda function's
+    /// failure included, its own timeout too (as AWS answers a `$connect` Lambda that
+    /// throws or times out).
     pub fn connect_status(&self) -> u16 {
         match self {
             Self::Timeout => 504,
@@ -86,14 +95,17 @@ pub enum Integration {
     Http(Box<http::HttpIntegration>),
     /// A static template.
     Mock(mock::MockIntegration),
+    /// An AWS Lambda handler run by local workers.
+    Lambda(lambda::LambdaIntegration),
 }
 
 impl Integration {
-    /// Builds integration `name` from its settings.
+    /// Builds integration `name` from its settings (`lambda`: how workers are launched).
     pub fn from_settings(
         name: &str,
         settings: &IntegrationSettings,
         client: &http::HttpClient,
+        lambda: &LambdaSettings,
     ) -> Result<Self, ConfigError> {
         match settings {
             IntegrationSettings::Http {
@@ -118,6 +130,9 @@ impl Integration {
                     ConfigError::invalid(format!("integrations.{name}.template"), e.0)
                 })?,
             )),
+            IntegrationSettings::Lambda(function) => Ok(Self::Lambda(
+                lambda::LambdaIntegration::new(name, function, lambda)?,
+            )),
         }
     }
 
@@ -131,6 +146,7 @@ impl Integration {
         match self {
             Self::Http(h) => h.call(event).await,
             Self::Mock(m) => Ok(m.call(event, body)),
+            Self::Lambda(l) => l.call(event).await,
         }
     }
 
