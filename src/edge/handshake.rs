@@ -287,25 +287,29 @@ fn spawn_session(
                     None
                 }
             };
-            let Some(parts) = io else {
-                state.close_connection(&shared, Close::abnormal("Upgrade failed"));
-                return;
-            };
-            let mut io =
-                FragmentGuard::new(parts.io.into_inner(), api.client.max_fragments_per_message);
-            // Bytes the handshake read past its end are frames too: count them first.
-            let read_ahead = &parts.read_buf[..io.feed_read_ahead(&parts.read_buf)];
-            // Without bytes read past the handshake, no buffer is copied (most clients).
-            let ws = if read_ahead.is_empty() {
-                WebSocketStream::from_raw_socket(io, Role::Server, Some(api.ws_config)).await
-            } else {
-                WebSocketStream::from_partially_read(
-                    io,
-                    read_ahead.to_vec(),
-                    Role::Server,
-                    Some(api.ws_config),
-                )
-                .await
+            // `parts` (hyper's read buffer with it) is dropped before the session runs: held
+            // across it, the buffer would stay allocated for the connection's whole life.
+            let ws = {
+                let Some(parts) = io else {
+                    state.close_connection(&shared, Close::abnormal("Upgrade failed"));
+                    return;
+                };
+                let mut io =
+                    FragmentGuard::new(parts.io.into_inner(), api.client.max_fragments_per_message);
+                // Bytes the handshake read past its end are frames too: count them first.
+                let read_ahead = &parts.read_buf[..io.feed_read_ahead(&parts.read_buf)];
+                // Without bytes read past the handshake, no buffer is copied (most clients).
+                if read_ahead.is_empty() {
+                    WebSocketStream::from_raw_socket(io, Role::Server, Some(api.ws_config)).await
+                } else {
+                    WebSocketStream::from_partially_read(
+                        io,
+                        read_ahead.to_vec(),
+                        Role::Server,
+                        Some(api.ws_config),
+                    )
+                    .await
+                }
             };
             session::run(state, api, shared, ws, permit).await;
         }
