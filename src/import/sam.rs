@@ -275,6 +275,13 @@ impl Translation<'_, '_> {
                 );
                 continue;
             }
+            self.report.skip(
+                format!("authorizer {id}"),
+                format!(
+                    "not translated, because {}; a commented-out [auth] block is in the file",
+                    authorizer.why
+                ),
+            );
             written_authorizers.push(authorizer);
         }
         let stages = self.stages(&api_ref);
@@ -601,7 +608,7 @@ impl Translation<'_, '_> {
                     Some(Ok(authorizer)) => {
                         self.report.skip(
                             format!("{what} authorization"),
-                            format!("authorizer {authorizer}: not translated (see the commented [auth] block); the route is open until then"),
+                            format!("CUSTOM with authorizer {authorizer}, which is not translated: the route is open until [auth] is set"),
                         );
                         used_authorizers.insert(authorizer);
                     }
@@ -786,11 +793,8 @@ impl Translation<'_, '_> {
             .map(|(k, _)| k)
             .filter(|k| !FUNCTION_READ.contains(k))
             .collect();
-        if !skipped.is_empty() {
-            self.report.skip(
-                format!("{id} {}", skipped.join(", ")),
-                function_properties_why(&skipped),
-            );
+        for (properties, why) in skipped_properties(&skipped) {
+            self.report.skip(format!("{id} {properties}"), why);
         }
         Ok((
             name,
@@ -1027,26 +1031,45 @@ pub fn function_of_uri(uri: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_owned())
 }
 
-/// Why function properties other than code, handler, runtime, sizes and environment are
-/// not translated.
-fn function_properties_why(properties: &[&str]) -> String {
-    let mut reasons = Vec::new();
-    if properties
-        .iter()
-        .any(|p| matches!(*p, "Role" | "Policies" | "PermissionsBoundary"))
-    {
-        reasons.push(
+/// Function properties other than code, handler, runtime, sizes and environment, grouped
+/// by the reason they are left out.
+fn skipped_properties(properties: &[&str]) -> Vec<(String, &'static str)> {
+    let groups: [(&[&str], &str); 3] = [
+        (
+            &[
+                "Role",
+                "Policies",
+                "PermissionsBoundary",
+                "AssumeRolePolicyDocument",
+            ],
             "IAM does not exist here: the function runs with the AWS credentials you give it",
-        );
+        ),
+        (
+            &["Events"],
+            "SAM events (other triggers) are not run by the gateway",
+        ),
+        (
+            &["Layers"],
+            "layers are not fetched: put what they hold in the code directory",
+        ),
+    ];
+    let mut out = Vec::new();
+    let mut rest: Vec<&str> = properties.to_vec();
+    for (members, why) in groups {
+        let here: Vec<&str> = properties
+            .iter()
+            .copied()
+            .filter(|p| members.contains(p))
+            .collect();
+        if !here.is_empty() {
+            rest.retain(|p| !here.contains(p));
+            out.push((here.join(", "), why));
+        }
     }
-    if properties.contains(&"Events") {
-        reasons.push("SAM events (other triggers) are not run by the gateway");
+    if !rest.is_empty() {
+        out.push((rest.join(", "), "not translated"));
     }
-    if properties.contains(&"Layers") {
-        reasons.push("layers are not fetched: put what they hold in the code directory");
-    }
-    reasons.push("not translated");
-    reasons.join("; ")
+    out
 }
 
 /// Why a resource type has no place in the configuration.

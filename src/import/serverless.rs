@@ -50,7 +50,7 @@ pub(crate) fn translate(
     dirs: &Dirs,
     options: &Options,
 ) -> Result<(Config, Report), Refusal> {
-    let mut report = Report::new(format!("{file_name} (serverless.yml)"));
+    let mut report = Report::new(format!("{file_name} (Serverless Framework)"));
     let mut vars = Variables {
         doc: raw,
         options,
@@ -77,7 +77,11 @@ pub(crate) fn translate(
             .and_then(Node::as_str)
             .unwrap_or("service")
             .to_owned(),
-        None => return Err(Refusal::Invalid("no `service`".into())),
+        None => {
+            return Err(Refusal::Invalid(
+                "not a serverless.yml: no `service`".into(),
+            ));
+        }
     };
     let stage = vars.stage.clone();
     let provider = doc
@@ -198,8 +202,8 @@ pub(crate) fn translate(
                         authorizer_functions.insert(function);
                     }
                     report.skip(
-                        format!("route $connect authorizer {}", written.name),
-                        "not translated (see the commented [auth] block); the route is open until then",
+                        format!("authorizer {}", written.name),
+                        format!("not translated, because {}; a commented-out [auth] block is in the file; the route is open until [auth] is set", written.why),
                     );
                     authorizers.push(written);
                 } else {
@@ -236,6 +240,8 @@ pub(crate) fn translate(
             report.skip(format!("function {key}"), "no websocket event");
         }
     }
+
+    explain_variables(raw, &mut report);
 
     let route_selection_expression = match provider.get("websocketsApiRouteSelectionExpression") {
         Some(node) => match r.string(node, &mut Vec::new()) {
@@ -303,6 +309,28 @@ pub(crate) fn translate(
         },
         report,
     ))
+}
+
+/// Says, for each environment value that came from Serverless variables, what was written
+/// (`${self:custom.tableName}`), since the expansion left no other trace.
+fn explain_variables(raw: &Node, report: &mut Report) {
+    for line in report.environment.iter_mut().filter(|l| l.how.is_empty()) {
+        let written = raw
+            .get("functions")
+            .and_then(|f| f.get(&line.function))
+            .and_then(|f| f.get("environment"))
+            .and_then(|e| e.get(&line.name))
+            .or_else(|| {
+                raw.get("provider")
+                    .and_then(|p| p.get("environment"))
+                    .and_then(|e| e.get(&line.name))
+            });
+        if let Some(Node::String(text)) = written
+            && text.contains("${")
+        {
+            line.how.push(format!("expanded from {text}"));
+        }
+    }
 }
 
 /// One `websocket` event.

@@ -1,0 +1,572 @@
+//! `switchboard import`: templates in tests/fixtures/ in, configuration the gateway's own
+//! loader accepts out, and a report of everything left behind. The last tests run the
+//! real binary.
+//!
+//! Set `SWITCHBOARD_UPDATE_FIXTURES=1` to rewrite `expected.toml` after a deliberate change.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use switchboard::config::{self, ConfigSource, ManagementAuth, Settings};
+use switchboard::import::{self, AccessKey, Format, ImportError, Imported, Options};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn options(out_dir: &Path) -> Options {
+    Options {
+        format: None,
+        region: None,
+        stack_name: None,
+        stage: None,
+        api: None,
+        out_dir: out_dir.to_owned(),
+        env: BTreeMap::new(),
+        access_key: AccessKey {
+            id: "AKIAIMPORTTEST000000".into(),
+            secret: "import-test-secret-not-for-production00".into(),
+        },
+    }
+}
+
+fn import_with(template: &str, options: &Options) -> Result<Imported, ImportError> {
+    import::import_file(&fixtures().join(template), options)
+}
+
+/// Imports a fixture, writing (in the options) next to the template.
+fn import(template: &str) -> Imported {
+    let dir = fixtures().join(template);
+    let dir = dir.parent().unwrap();
+    import_with(template, &options(dir)).unwrap_or_else(|e| panic!("{template}: {e}"))
+}
+
+/// Loads configuration text with the gateway's loader and builds the API from it (which
+/// parses the route selection expression). A branch without the `lambda` integration type
+/// rejects `type = "lambda"`: then those integrations are swapped for mocks and the rest
+/// must load.
+fn load(text: &str) -> Settings {
+    let settings = match config::load(ConfigSource::Text(text), Vec::new()) {
+        Ok(settings) => settings,
+        Err(error) if error.to_string().contains("unknown variant `lambda`") => {
+            let mut doc: toml::Table = text.parse().expect("the import writes valid TOML");
+            if let Some(toml::Value::Table(integrations)) = doc.get_mut("integrations") {
+                for (_, integration) in integrations.iter_mut() {
+                    if integration.get("type").and_then(toml::Value::as_str) == Some("lambda") {
+                        let mut mock = toml::Table::new();
+                        mock.insert("type".into(), toml::Value::String("mock".into()));
+                        *integration = toml::Value::Table(mock);
+                    }
+                }
+            }
+            let text = toml::to_string(&doc).unwrap();
+            config::load(ConfigSource::Text(&text), Vec::new())
+                .unwrap_or_else(|e| panic!("loads with lambda integrations mocked: {e}\n{text}"))
+        }
+        Err(error) => panic!("the imported configuration does not load: {error}\n{text}"),
+    };
+    switchboard::api::Api::build(&settings, &switchboard::integrations::http::build_client())
+        .unwrap_or_else(|e| panic!("the API builds: {e}"));
+    settings
+}
+
+/// The written TOML as a table, to read the `lambda` settings the loader may not know.
+fn table(text: &str) -> toml::Table {
+    text.parse().expect("valid TOML")
+}
+
+fn integration<'a>(doc: &'a toml::Table, name: &str) -> &'a toml::Table {
+    doc["integrations"][name]
+        .as_table()
+        .unwrap_or_else(|| panic!("no integration {name}"))
+}
+
+fn has_line(lines: &[String], needle: &str) -> bool {
+    lines.iter().any(|l| l.contains(needle))
+}
+
+#[test]
+fn sam_fixture_writes_the_expected_toml() {
+    let imported = import("sam/simple-chat/template.yaml");
+    assert_eq!(imported.format, Format::Sam);
+    let expected_path = fixtures().join("sam/simple-chat/expected.toml");
+    if std::env::var_os("SWITCHBOARD_UPDATE_FIXTURES").is_some() {
+        std::fs::write(&expected_path, &imported.toml).unwrap();
+    }
+    let expected = std::fs::read_to_string(&expected_path).unwrap();
+    assert_eq!(
+        imported.toml, expected,
+        "the import of sam/simple-chat changed; if on purpose, rerun with SWITCHBOARD_UPDATE_FIXTURES=1"
+    );
+}
+
+#[test]
+fn sam_fixture_loads_with_routes_integrations_and_stage() {
+    let imported = import("sam/simple-chat/template.yaml");
+    let settings = load(&imported.toml);
+    assert_eq!(settings.api.stages, ["Prod"]);
+    assert_eq!(
+        settings.api.route_selection_expression,
+        "$request.body.action"
+    );
+    assert_eq!(settings.management.auth, ManagementAuth::Sigv4);
+    let routes: Vec<(&str, &str, bool)> = settings
+        .routes
+        .iter()
+        .map(|(k, r)| (k.as_str(), r.integration.as_str(), r.two_way))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("$connect", "onconnect", false),
+            ("$disconnect", "ondisconnect", false),
+            ("sendmessage", "sendmessage", true),
+        ]
+    );
+
+    let doc = table(&imported.toml);
+    let onconnect = integration(&doc, "onconnect");
+    assert_eq!(onconnect["type"].as_str(), Some("lambda"));
+    assert_eq!(
+        onconnect["runtime"].as_str(),
+        Some("nodejs20.x"),
+        "from Globals"
+    );
+    assert_eq!(onconnect["handler"].as_str(), Some("app.handler"));
+    assert_eq!(onconnect["code_dir"].as_str(), Some("onconnect/"));
+    assert_eq!(onconnect["timeout_ms"].as_integer(), Some(3000));
+    assert_eq!(onconnect["memory_mb"].as_integer(), Some(256));
+    assert_eq!(
+        onconnect["function_name"].as_str(),
+        Some("OnConnectFunction")
+    );
+    let env = onconnect["environment"].as_table().unwrap();
+    assert_eq!(env["TABLE_NAME"].as_str(), Some("simplechat_connections"));
+    assert_eq!(
+        env["LOG_LEVEL"].as_str(),
+        Some("info"),
+        "merged from Globals"
+    );
+
+    let send = integration(&doc, "sendmessage");
+    assert_eq!(send["timeout_ms"].as_integer(), Some(10_000));
+    assert_eq!(send["memory_mb"].as_integer(), Some(128), "SAM's default");
+    assert_eq!(
+        send["function_name"].as_str(),
+        Some("switchboard-sendmessage"),
+        "FunctionName: !Sub with AWS::StackName"
+    );
+    let env = send["environment"].as_table().unwrap();
+    assert_eq!(
+        env["TABLE_ARN"].as_str(),
+        Some("arn:aws:dynamodb:us-east-1:000000000000:table/simplechat_connections")
+    );
+    assert!(!env.contains_key("SHARED_BUS"), "unresolved: commented out");
+    assert!(
+        imported
+            .toml
+            .contains("# SHARED_BUS = ?  not resolved: Fn::ImportValue")
+    );
+}
+
+#[test]
+fn sam_report_names_what_is_left_and_the_environment() {
+    let imported = import("sam/simple-chat/template.yaml");
+    let report = &imported.report;
+    for needle in [
+        "ConnectionsTable (AWS::DynamoDB::Table)",
+        "OnConnectPermission (AWS::Lambda::Permission)",
+        "Deployment (AWS::ApiGatewayV2::Deployment)",
+        "OnConnectFunction Policies: IAM",
+        "output WebSocketURI",
+    ] {
+        assert!(
+            has_line(&report.not_translated, needle),
+            "{needle} missing from {:#?}",
+            report.not_translated
+        );
+    }
+    let table_name = report
+        .environment
+        .iter()
+        .find(|e| e.function == "OnDisconnectFunction" && e.name == "TABLE_NAME")
+        .expect("TABLE_NAME of OnDisconnectFunction");
+    assert_eq!(table_name.value.as_deref(), Ok("simplechat_connections"));
+    assert!(
+        has_line(
+            &table_name.how,
+            "!Ref ConnectionsTable → \"simplechat_connections\" (the AWS::DynamoDB::Table's TableName)"
+        ),
+        "{:?}",
+        table_name.how
+    );
+    let unresolved: Vec<&str> = report
+        .unresolved_variables()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(unresolved, ["SHARED_BUS"]);
+    let text = report.render();
+    assert!(
+        text.contains("SHARED_BUS NOT RESOLVED, set it by hand"),
+        "{text}"
+    );
+    assert!(
+        imported
+            .toml
+            .starts_with("# Written by `switchboard import`."),
+        "the report heads the file as comments"
+    );
+    assert!(
+        imported
+            .toml
+            .contains("#   - ConnectionsTable (AWS::DynamoDB::Table)")
+    );
+}
+
+#[test]
+fn code_dir_is_relative_to_the_written_file() {
+    let imported = import_with("sam/simple-chat/template.yaml", &options(&fixtures())).unwrap();
+    let doc = table(&imported.toml);
+    assert_eq!(
+        integration(&doc, "onconnect")["code_dir"].as_str(),
+        Some("sam/simple-chat/onconnect/")
+    );
+    let deeper = fixtures().join("sam/simple-chat/onconnect");
+    let imported = import_with("sam/simple-chat/template.yaml", &options(&deeper)).unwrap();
+    let doc = table(&imported.toml);
+    assert_eq!(
+        integration(&doc, "sendmessage")["code_dir"].as_str(),
+        Some("../sendmessage/")
+    );
+}
+
+#[test]
+fn cloudformation_json_with_an_authorizer() {
+    let mut opts = options(&fixtures().join("sam/cloudformation-json"));
+    opts.region = Some("eu-central-1".into());
+    let imported = import_with("sam/cloudformation-json/template.json", &opts).unwrap();
+    let settings = load(&imported.toml);
+    assert_eq!(
+        settings.api.stages,
+        ["live"],
+        "StageName from a parameter's Default"
+    );
+    assert_eq!(
+        settings.api.route_selection_expression,
+        "$request.body.type"
+    );
+    assert_eq!(settings.management.sigv4.region, "eu-central-1");
+    assert_eq!(settings.routes["$connect"].integration, "connecthandler");
+    assert!(settings.routes["$default"].two_way);
+    assert_eq!(
+        settings.auth.authorizer,
+        config::AuthorizerKind::None,
+        "the lambda authorizer is only a commented block"
+    );
+
+    let doc = table(&imported.toml);
+    let connect = integration(&doc, "connecthandler");
+    assert_eq!(connect["runtime"].as_str(), Some("python3.12"));
+    assert_eq!(
+        connect["memory_mb"].as_integer(),
+        Some(512),
+        "Fn::If on a condition"
+    );
+    assert_eq!(connect["timeout_ms"].as_integer(), Some(5000));
+    assert_eq!(
+        connect["code_dir"].as_str(),
+        Some("connecthandler/"),
+        "S3 code: a directory to fill"
+    );
+    let env = connect["environment"].as_table().unwrap();
+    assert_eq!(env["STAGE"].as_str(), Some("live"));
+    assert_eq!(env["REGION_NAME"].as_str(), Some("eu-central-1"));
+    assert!(!env.contains_key("ENDPOINT"));
+    let default = integration(&doc, "defaulthandler");
+    assert_eq!(default["code_dir"].as_str(), Some("src/default/"));
+    assert_eq!(default["function_name"].as_str(), Some("chat-default"));
+
+    assert!(
+        imported
+            .toml
+            .contains("\n# [auth]\n# authorizer = \"http\"\n")
+    );
+    assert!(imported.toml.contains(
+        "# identity_sources = [\"route.request.header.Authorization\", \"route.request.querystring.token\"]"
+    ));
+    let report = &imported.report;
+    assert!(has_line(
+        &report.not_translated,
+        "authorizer ConnectAuthorizer: not translated, because"
+    ));
+    assert!(has_line(
+        &report.not_translated,
+        "ConnectHandler code: in S3"
+    ));
+    assert!(has_line(&report.not_translated, "AuthHandler code: inline"));
+    assert!(has_line(
+        &report.not_translated,
+        "IdentitySource stageVariables.secret"
+    ));
+    assert!(has_line(
+        &report.not_translated,
+        "HandlerRole (AWS::IAM::Role)"
+    ));
+    let endpoint = report
+        .environment
+        .iter()
+        .find(|e| e.name == "ENDPOINT")
+        .unwrap();
+    assert!(endpoint.value.as_ref().unwrap_err().contains("ApiEndpoint"));
+}
+
+#[test]
+fn serverless_websocket_events() {
+    let imported = import("serverless/chat/serverless.yml");
+    assert_eq!(imported.format, Format::Serverless);
+    let settings = load(&imported.toml);
+    assert_eq!(
+        settings.api.stages,
+        ["dev"],
+        "the default of ${{opt:stage, 'dev'}}"
+    );
+    assert_eq!(
+        settings.management.sigv4.region, "eu-west-1",
+        "provider.region"
+    );
+    let routes: Vec<(&str, &str, bool)> = settings
+        .routes
+        .iter()
+        .map(|(k, r)| (k.as_str(), r.integration.as_str(), r.two_way))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            ("$connect", "connect", false),
+            ("$default", "message", true),
+            ("$disconnect", "disconnect", false),
+        ]
+    );
+    let doc = table(&imported.toml);
+    let message = integration(&doc, "message");
+    assert_eq!(message["handler"].as_str(), Some("src/handler.message"));
+    assert_eq!(
+        message["code_dir"].as_str(),
+        Some("./"),
+        "the service directory"
+    );
+    assert_eq!(message["timeout_ms"].as_integer(), Some(10_000));
+    assert_eq!(
+        message["memory_mb"].as_integer(),
+        Some(256),
+        "provider.memorySize"
+    );
+    assert_eq!(
+        message["function_name"].as_str(),
+        Some("sls-chat-dev-message")
+    );
+    let env = message["environment"].as_table().unwrap();
+    assert_eq!(
+        env["CONNECTIONS_TABLE"].as_str(),
+        Some("sls-chat-connections-dev")
+    );
+    assert_eq!(
+        env["TABLE_ARN"].as_str(),
+        Some("arn:aws:dynamodb:eu-west-1:000000000000:table/sls-chat-connections-dev")
+    );
+    assert!(!env.contains_key("SECRET"));
+    assert_eq!(
+        integration(&doc, "connect")["timeout_ms"].as_integer(),
+        Some(6000),
+        "serverless's default"
+    );
+
+    let report = &imported.report;
+    assert!(has_line(
+        &report.not_translated,
+        "authorizer auth: not translated, because"
+    ));
+    assert!(has_line(
+        &report.not_translated,
+        "function cron: no websocket event"
+    ));
+    assert!(has_line(
+        &report.not_translated,
+        "plugin serverless-offline"
+    ));
+    assert!(has_line(
+        &report.not_translated,
+        "ConnectionsTable (AWS::DynamoDB::Table)"
+    ));
+    let secret = report
+        .environment
+        .iter()
+        .find(|e| e.name == "SECRET")
+        .unwrap();
+    assert!(secret.value.as_ref().unwrap_err().contains("ssm"));
+    let table_name = report
+        .environment
+        .iter()
+        .find(|e| e.function == "message" && e.name == "CONNECTIONS_TABLE")
+        .unwrap();
+    assert_eq!(table_name.how, ["expanded from ${self:custom.tableName}"]);
+    assert!(imported.toml.contains(
+        "# identity_sources = [\"route.request.header.Auth\", \"route.request.querystring.token\"]"
+    ));
+}
+
+#[test]
+fn serverless_stage_and_region_flags() {
+    let mut opts = options(&fixtures().join("serverless/chat"));
+    opts.stage = Some("prod".into());
+    opts.region = Some("ap-south-1".into());
+    let imported = import_with("serverless/chat/serverless.yml", &opts).unwrap();
+    let settings = load(&imported.toml);
+    assert_eq!(settings.api.stages, ["prod"]);
+    let doc = table(&imported.toml);
+    let env = integration(&doc, "message")["environment"]
+        .as_table()
+        .unwrap();
+    assert_eq!(
+        env["CONNECTIONS_TABLE"].as_str(),
+        Some("sls-chat-connections-prod")
+    );
+    assert_eq!(
+        env["TABLE_ARN"].as_str(),
+        Some("arn:aws:dynamodb:ap-south-1:000000000000:table/sls-chat-connections-prod")
+    );
+}
+
+#[test]
+fn a_route_that_cannot_be_followed_is_reported_not_fatal() {
+    let imported = import("sam/unresolvable-target.yaml");
+    let settings = load(&imported.toml);
+    assert_eq!(settings.routes.keys().collect::<Vec<_>>(), ["$default"]);
+    let report = &imported.report;
+    assert!(has_line(
+        &report.not_translated,
+        "route ghost (GhostRoute): its Target cannot be resolved: !Ref NoSuchIntegration"
+    ));
+    assert!(has_line(
+        &report.not_translated,
+        "route elsewhere (ElsewhereRoute): integration ElsewhereInteg calls the function \"owned-by-another-stack\""
+    ));
+    assert!(has_line(&report.notes, "[api] stages keeps the default"));
+}
+
+#[test]
+fn refusals_name_the_problem() {
+    let here = options(&fixtures());
+    let err = import_with("sam/http-api.yaml", &here).unwrap_err();
+    assert!(matches!(err, ImportError::NotWebSocket { .. }), "{err}");
+    assert!(
+        err.to_string().contains("HttpApi (ProtocolType HTTP)"),
+        "{err}"
+    );
+
+    let err = import_with("sam/broken.yaml", &here).unwrap_err();
+    assert!(
+        matches!(err, ImportError::Syntax { syntax: "YAML", .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("line 5"), "{err}");
+
+    let err = import_with("sam/missing.yaml", &here).unwrap_err();
+    assert!(matches!(err, ImportError::Read { .. }), "{err}");
+
+    let err = import_with("auth/../../../Cargo.toml", &here).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ImportError::Syntax { .. } | ImportError::UnknownFormat { .. }
+        ),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.yaml");
+    std::fs::write(&plain, "hello: world\n").unwrap();
+    let err = import::import_file(&plain, &here).unwrap_err();
+    assert!(matches!(err, ImportError::UnknownFormat { .. }), "{err}");
+
+    let mut forced = options(&fixtures());
+    forced.format = Some(Format::Serverless);
+    let err = import_with("sam/simple-chat/template.yaml", &forced).unwrap_err();
+    assert!(err.to_string().contains("not a serverless.yml"), "{err}");
+
+    let mut wrong_api = options(&fixtures());
+    wrong_api.api = Some("Nope".into());
+    let err = import_with("sam/simple-chat/template.yaml", &wrong_api).unwrap_err();
+    assert!(err.to_string().contains("--api Nope"), "{err}");
+}
+
+fn switchboard(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .output()
+        .expect("run switchboard");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_binary_writes_the_file_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("switchboard.toml");
+    let template = fixtures().join("sam/simple-chat/template.yaml");
+    let (code, stderr) = switchboard(&[
+        "import",
+        template.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("Not translated:"), "{stderr}");
+    assert!(stderr.contains("SHARED_BUS NOT RESOLVED"), "{stderr}");
+    let written = std::fs::read_to_string(&out).unwrap();
+    let settings = load(&written);
+    assert_eq!(settings.routes.len(), 3);
+    let key = &settings.management.sigv4.access_keys[0];
+    assert!(key.expose().starts_with("AKIA"), "a generated key pair");
+
+    let (code, stderr) = switchboard(&[
+        "import",
+        template.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        code, 73,
+        "an existing file is kept without --force: {stderr}"
+    );
+    assert!(stderr.contains("--force"), "{stderr}");
+}
+
+#[test]
+fn the_binary_exits_64_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("switchboard.toml");
+    for (fixture, needle) in [
+        ("sam/broken.yaml", "not valid YAML"),
+        ("sam/http-api.yaml", "WEBSOCKET"),
+        ("sam/missing.yaml", "cannot read"),
+    ] {
+        let template = fixtures().join(fixture);
+        let (code, stderr) = switchboard(&[
+            "import",
+            template.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 64, "{fixture}: {stderr}");
+        assert!(
+            stderr.contains(fixture),
+            "{fixture}: names the file: {stderr}"
+        );
+        assert!(stderr.contains(needle), "{fixture}: {stderr}");
+        assert!(!out.exists(), "{fixture}: nothing written");
+    }
+}
