@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use switchboard::config::{self, ConfigSource, ManagementAuth, Settings};
+use switchboard::config::{
+    self, ConfigSource, IntegrationSettings, LambdaFunctionSettings, ManagementAuth, Settings,
+};
 use switchboard::import::{self, AccessKey, Format, ImportError, Imported, Options};
 
 fn fixtures() -> PathBuf {
@@ -42,44 +44,35 @@ fn import(template: &str) -> Imported {
     import_with(template, &options(dir)).unwrap_or_else(|e| panic!("{template}: {e}"))
 }
 
-/// Loads configuration text with the gateway's loader and builds the API from it (which
-/// parses the route selection expression). A branch without the `lambda` integration type
-/// rejects `type = "lambda"`: then those integrations are swapped for mocks and the rest
-/// must load.
+/// Loads configuration text with the gateway's own loader (which validates the `lambda`
+/// integrations' settings), then builds the API from it, which parses the route selection
+/// expression. The `lambda` integrations are swapped for mocks for that build only:
+/// building one looks for the Runtime Interface Client launchers, which this test does not
+/// install (tests/lambda.rs runs real handlers).
 fn load(text: &str) -> Settings {
-    let settings = match config::load(ConfigSource::Text(text), Vec::new()) {
-        Ok(settings) => settings,
-        Err(error) if error.to_string().contains("unknown variant `lambda`") => {
-            let mut doc: toml::Table = text.parse().expect("the import writes valid TOML");
-            if let Some(toml::Value::Table(integrations)) = doc.get_mut("integrations") {
-                for (_, integration) in integrations.iter_mut() {
-                    if integration.get("type").and_then(toml::Value::as_str) == Some("lambda") {
-                        let mut mock = toml::Table::new();
-                        mock.insert("type".into(), toml::Value::String("mock".into()));
-                        *integration = toml::Value::Table(mock);
-                    }
-                }
-            }
-            let text = toml::to_string(&doc).unwrap();
-            config::load(ConfigSource::Text(&text), Vec::new())
-                .unwrap_or_else(|e| panic!("loads with lambda integrations mocked: {e}\n{text}"))
+    let settings = config::load(ConfigSource::Text(text), Vec::new())
+        .unwrap_or_else(|e| panic!("the imported configuration does not load: {e}\n{text}"));
+    let mut without_workers = settings.clone();
+    for integration in without_workers.integrations.values_mut() {
+        if matches!(integration, IntegrationSettings::Lambda(_)) {
+            *integration = IntegrationSettings::Mock {
+                template: String::new(),
+                status: 200,
+            };
         }
-        Err(error) => panic!("the imported configuration does not load: {error}\n{text}"),
-    };
-    switchboard::api::Api::build(&settings, &switchboard::integrations::http::build_client())
+    }
+    let http = switchboard::integrations::http::build_client(&without_workers.http_client);
+    switchboard::api::Api::build(&without_workers, &http)
         .unwrap_or_else(|e| panic!("the API builds: {e}"));
     settings
 }
 
-/// The written TOML as a table, to read the `lambda` settings the loader may not know.
-fn table(text: &str) -> toml::Table {
-    text.parse().expect("valid TOML")
-}
-
-fn integration<'a>(doc: &'a toml::Table, name: &str) -> &'a toml::Table {
-    doc["integrations"][name]
-        .as_table()
-        .unwrap_or_else(|| panic!("no integration {name}"))
+/// The `lambda` settings of an integration, as the loader read them.
+fn lambda<'a>(settings: &'a Settings, name: &str) -> &'a LambdaFunctionSettings {
+    match settings.integrations.get(name) {
+        Some(IntegrationSettings::Lambda(function)) => function,
+        other => panic!("{name} is not a lambda integration: {other:?}"),
+    }
 }
 
 fn has_line(lines: &[String], needle: &str) -> bool {
@@ -111,6 +104,11 @@ fn sam_fixture_loads_with_routes_integrations_and_stage() {
         "$request.body.action"
     );
     assert_eq!(settings.management.auth, ManagementAuth::Sigv4);
+    assert!(
+        settings.client.callbacks,
+        "@connections where AWS handlers look"
+    );
+    assert_eq!(settings.lambda.region, "us-east-1");
     let routes: Vec<(&str, &str, bool)> = settings
         .routes
         .iter()
@@ -125,48 +123,68 @@ fn sam_fixture_loads_with_routes_integrations_and_stage() {
         ]
     );
 
-    let doc = table(&imported.toml);
-    let onconnect = integration(&doc, "onconnect");
-    assert_eq!(onconnect["type"].as_str(), Some("lambda"));
+    let onconnect = lambda(&settings, "onconnect");
+    assert_eq!(onconnect.runtime, "nodejs20.x", "from Globals");
+    assert_eq!(onconnect.handler, "app.handler");
+    assert_eq!(onconnect.code_dir, Path::new("onconnect/"));
+    assert_eq!(onconnect.timeout_ms, 3000);
+    assert_eq!(onconnect.memory_mb, 256);
     assert_eq!(
-        onconnect["runtime"].as_str(),
-        Some("nodejs20.x"),
-        "from Globals"
-    );
-    assert_eq!(onconnect["handler"].as_str(), Some("app.handler"));
-    assert_eq!(onconnect["code_dir"].as_str(), Some("onconnect/"));
-    assert_eq!(onconnect["timeout_ms"].as_integer(), Some(3000));
-    assert_eq!(onconnect["memory_mb"].as_integer(), Some(256));
-    assert_eq!(
-        onconnect["function_name"].as_str(),
+        onconnect.function_name.as_deref(),
         Some("OnConnectFunction")
     );
-    let env = onconnect["environment"].as_table().unwrap();
-    assert_eq!(env["TABLE_NAME"].as_str(), Some("simplechat_connections"));
     assert_eq!(
-        env["LOG_LEVEL"].as_str(),
-        Some("info"),
+        onconnect.environment["TABLE_NAME"],
+        "simplechat_connections"
+    );
+    assert_eq!(
+        onconnect.environment["LOG_LEVEL"], "info",
         "merged from Globals"
     );
+    assert!(
+        !onconnect.environment.contains_key("AWS_ACCESS_KEY_ID"),
+        "no ManageConnections permission, no credentials"
+    );
+    for name in ["onconnect", "ondisconnect", "sendmessage"] {
+        let dir = fixtures()
+            .join("sam/simple-chat")
+            .join(&lambda(&settings, name).code_dir);
+        assert!(dir.join("app.js").is_file(), "{name}: {}", dir.display());
+    }
 
-    let send = integration(&doc, "sendmessage");
-    assert_eq!(send["timeout_ms"].as_integer(), Some(10_000));
-    assert_eq!(send["memory_mb"].as_integer(), Some(128), "SAM's default");
+    let send = lambda(&settings, "sendmessage");
+    assert_eq!(send.timeout_ms, 10_000);
+    assert_eq!(send.memory_mb, 128, "SAM's default");
     assert_eq!(
-        send["function_name"].as_str(),
+        send.function_name.as_deref(),
         Some("switchboard-sendmessage"),
         "FunctionName: !Sub with AWS::StackName"
     );
-    let env = send["environment"].as_table().unwrap();
     assert_eq!(
-        env["TABLE_ARN"].as_str(),
-        Some("arn:aws:dynamodb:us-east-1:000000000000:table/simplechat_connections")
+        send.environment["TABLE_ARN"],
+        "arn:aws:dynamodb:us-east-1:000000000000:table/simplechat_connections"
     );
-    assert!(!env.contains_key("SHARED_BUS"), "unresolved: commented out");
+    assert!(
+        !send.environment.contains_key("SHARED_BUS"),
+        "unresolved: commented out"
+    );
     assert!(
         imported
             .toml
             .contains("# SHARED_BUS = ?  not resolved: Fn::ImportValue")
+    );
+    assert_eq!(
+        send.environment["AWS_ACCESS_KEY_ID"], "AKIAIMPORTTEST000000",
+        "its policy allows execute-api:ManageConnections"
+    );
+    let key = settings.management.sigv4.access_keys[0].expose();
+    assert_eq!(
+        key,
+        format!(
+            "{}:{}",
+            send.environment["AWS_ACCESS_KEY_ID"], send.environment["AWS_SECRET_ACCESS_KEY"]
+        ),
+        "the function signs with a key the management API accepts"
     );
 }
 
@@ -227,17 +245,17 @@ fn sam_report_names_what_is_left_and_the_environment() {
 #[test]
 fn code_dir_is_relative_to_the_written_file() {
     let imported = import_with("sam/simple-chat/template.yaml", &options(&fixtures())).unwrap();
-    let doc = table(&imported.toml);
+    let settings = load(&imported.toml);
     assert_eq!(
-        integration(&doc, "onconnect")["code_dir"].as_str(),
-        Some("sam/simple-chat/onconnect/")
+        lambda(&settings, "onconnect").code_dir,
+        Path::new("sam/simple-chat/onconnect/")
     );
     let deeper = fixtures().join("sam/simple-chat/onconnect");
     let imported = import_with("sam/simple-chat/template.yaml", &options(&deeper)).unwrap();
-    let doc = table(&imported.toml);
+    let settings = load(&imported.toml);
     assert_eq!(
-        integration(&doc, "sendmessage")["code_dir"].as_str(),
-        Some("../sendmessage/")
+        lambda(&settings, "sendmessage").code_dir,
+        Path::new("../sendmessage/")
     );
 }
 
@@ -265,27 +283,22 @@ fn cloudformation_json_with_an_authorizer() {
         "the lambda authorizer is only a commented block"
     );
 
-    let doc = table(&imported.toml);
-    let connect = integration(&doc, "connecthandler");
-    assert_eq!(connect["runtime"].as_str(), Some("python3.12"));
+    assert_eq!(settings.lambda.region, "eu-central-1");
+    let connect = lambda(&settings, "connecthandler");
+    assert_eq!(connect.runtime, "python3.12");
+    assert_eq!(connect.memory_mb, 512, "Fn::If on a condition");
+    assert_eq!(connect.timeout_ms, 5000);
     assert_eq!(
-        connect["memory_mb"].as_integer(),
-        Some(512),
-        "Fn::If on a condition"
-    );
-    assert_eq!(connect["timeout_ms"].as_integer(), Some(5000));
-    assert_eq!(
-        connect["code_dir"].as_str(),
-        Some("connecthandler/"),
+        connect.code_dir,
+        Path::new("connecthandler/"),
         "S3 code: a directory to fill"
     );
-    let env = connect["environment"].as_table().unwrap();
-    assert_eq!(env["STAGE"].as_str(), Some("live"));
-    assert_eq!(env["REGION_NAME"].as_str(), Some("eu-central-1"));
-    assert!(!env.contains_key("ENDPOINT"));
-    let default = integration(&doc, "defaulthandler");
-    assert_eq!(default["code_dir"].as_str(), Some("src/default/"));
-    assert_eq!(default["function_name"].as_str(), Some("chat-default"));
+    assert_eq!(connect.environment["STAGE"], "live");
+    assert_eq!(connect.environment["REGION_NAME"], "eu-central-1");
+    assert!(!connect.environment.contains_key("ENDPOINT"));
+    let default = lambda(&settings, "defaulthandler");
+    assert_eq!(default.code_dir, Path::new("src/default/"));
+    assert_eq!(default.function_name.as_deref(), Some("chat-default"));
 
     assert!(
         imported
@@ -348,37 +361,29 @@ fn serverless_websocket_events() {
             ("$disconnect", "disconnect", false),
         ]
     );
-    let doc = table(&imported.toml);
-    let message = integration(&doc, "message");
-    assert_eq!(message["handler"].as_str(), Some("src/handler.message"));
+    let message = lambda(&settings, "message");
+    assert_eq!(message.handler, "src/handler.message");
+    assert_eq!(message.code_dir, Path::new("./"), "the service directory");
+    assert_eq!(message.timeout_ms, 10_000);
+    assert_eq!(message.memory_mb, 256, "provider.memorySize");
     assert_eq!(
-        message["code_dir"].as_str(),
-        Some("./"),
-        "the service directory"
-    );
-    assert_eq!(message["timeout_ms"].as_integer(), Some(10_000));
-    assert_eq!(
-        message["memory_mb"].as_integer(),
-        Some(256),
-        "provider.memorySize"
-    );
-    assert_eq!(
-        message["function_name"].as_str(),
+        message.function_name.as_deref(),
         Some("sls-chat-dev-message")
     );
-    let env = message["environment"].as_table().unwrap();
+    let env = &message.environment;
+    assert_eq!(env["CONNECTIONS_TABLE"], "sls-chat-connections-dev");
     assert_eq!(
-        env["CONNECTIONS_TABLE"].as_str(),
-        Some("sls-chat-connections-dev")
-    );
-    assert_eq!(
-        env["TABLE_ARN"].as_str(),
-        Some("arn:aws:dynamodb:eu-west-1:000000000000:table/sls-chat-connections-dev")
+        env["TABLE_ARN"],
+        "arn:aws:dynamodb:eu-west-1:000000000000:table/sls-chat-connections-dev"
     );
     assert!(!env.contains_key("SECRET"));
     assert_eq!(
-        integration(&doc, "connect")["timeout_ms"].as_integer(),
-        Some(6000),
+        env["AWS_ACCESS_KEY_ID"], "AKIAIMPORTTEST000000",
+        "provider.iam allows execute-api:ManageConnections"
+    );
+    assert_eq!(
+        lambda(&settings, "connect").timeout_ms,
+        6000,
         "serverless's default"
     );
 
@@ -424,17 +429,11 @@ fn serverless_stage_and_region_flags() {
     let imported = import_with("serverless/chat/serverless.yml", &opts).unwrap();
     let settings = load(&imported.toml);
     assert_eq!(settings.api.stages, ["prod"]);
-    let doc = table(&imported.toml);
-    let env = integration(&doc, "message")["environment"]
-        .as_table()
-        .unwrap();
+    let env = &lambda(&settings, "message").environment;
+    assert_eq!(env["CONNECTIONS_TABLE"], "sls-chat-connections-prod");
     assert_eq!(
-        env["CONNECTIONS_TABLE"].as_str(),
-        Some("sls-chat-connections-prod")
-    );
-    assert_eq!(
-        env["TABLE_ARN"].as_str(),
-        Some("arn:aws:dynamodb:ap-south-1:000000000000:table/sls-chat-connections-prod")
+        env["TABLE_ARN"],
+        "arn:aws:dynamodb:ap-south-1:000000000000:table/sls-chat-connections-prod"
     );
 }
 

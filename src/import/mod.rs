@@ -9,8 +9,9 @@
 //! - [`write`] renders the configuration, [`report`] what was and was not translated.
 //!
 //! Owns reading the one template file and nothing else: the caller writes the result.
-//! It builds configuration *text* and imports nothing of the crate, so it sits on the
-//! lowest layer; the text is checked by loading it with [`crate::config`] in the tests.
+//! It builds configuration *text*; of the crate it reads only [`crate::config`] (which
+//! runtimes a `lambda` integration runs), so it sits just above it. The tests load the
+//! text with the gateway's own loader.
 //!
 //! **Why `saphyr` for YAML.** CloudFormation's short forms (`!Ref X`, `!GetAtt X.Arn`,
 //! `!Sub '…'`, `!Join [...]`) are YAML local tags, and a loader must hand them back.
@@ -324,14 +325,15 @@ impl Names {
     }
 }
 
-/// Whether a runtime is one the `lambda` integration is meant to run (Node.js, Python).
-pub(crate) fn runtime_note(runtime: &str) -> Option<String> {
-    let known = runtime.starts_with("nodejs") || runtime.starts_with("python");
-    (!known).then(|| {
-        format!(
-            "runtime {runtime}: the lambda integration runs handlers through AWS's Runtime Interface Clients; check docs/lambda.md for {runtime}"
-        )
-    })
+/// Refuses a runtime the `lambda` integration cannot launch (it runs `nodejs<N>.x` and
+/// `python3.<N>` through AWS's Runtime Interface Clients).
+pub(crate) fn check_runtime(runtime: &str) -> Result<(), String> {
+    match crate::config::RuntimeFamily::of(runtime) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "runtime {runtime}: the lambda integration runs nodejs<N>.x and python3.<N> only (docs/lambda.md)"
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use super::intrinsics::{Pseudo, Resolver, Unresolved, resource_type};
 use super::report::{EnvLine, Report};
 use super::template::{Map, Node};
 use super::write::{Authorizer, Config, Integration, Kind, Lambda, Management, Route};
-use super::{Dirs, Names, Options, Refusal, runtime_note};
+use super::{Dirs, Names, Options, Refusal, check_runtime};
 
 const API: &str = "AWS::ApiGatewayV2::Api";
 const ROUTE: &str = "AWS::ApiGatewayV2::Route";
@@ -285,6 +285,13 @@ impl Translation<'_, '_> {
             written_authorizers.push(authorizer);
         }
         let stages = self.stages(&api_ref);
+        if !self
+            .integrations
+            .iter()
+            .any(|i| matches!(&i.kind, Kind::Lambda(l) if l.manage_connections))
+        {
+            self.report.notes.push(NO_MANAGE_CONNECTIONS.into());
+        }
         Config {
             stages,
             route_selection_expression,
@@ -755,6 +762,7 @@ impl Translation<'_, '_> {
             Some(Err(why)) => return Err(format!("its Runtime cannot be resolved: {why}")),
             None => return Err("no Runtime".into()),
         };
+        check_runtime(&runtime)?;
         let handler = match text("Handler") {
             Some(Ok(handler)) => handler,
             Some(Err(why)) => return Err(format!("its Handler cannot be resolved: {why}")),
@@ -783,11 +791,14 @@ impl Translation<'_, '_> {
             None => DEFAULT_MEMORY_MB,
         };
         let function_name = r.resource_name(id);
+        let manage_connections = self.may_manage_connections(&p);
+        if manage_connections {
+            self.report.notes.push(format!(
+                "{id} is allowed execute-api:ManageConnections: its environment gets the [management.sigv4] key pair as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+            ));
+        }
         let variables = p.get("Environment").and_then(|e| e.get("Variables"));
         let environment = environment(r, id, variables, &mut self.report);
-        if let Some(note) = runtime_note(&runtime) {
-            self.report.notes.push(format!("{id}: {note}"));
-        }
         let skipped: Vec<&str> = p
             .iter()
             .map(|(k, _)| k)
@@ -806,8 +817,37 @@ impl Translation<'_, '_> {
                 memory_mb,
                 function_name,
                 environment,
+                manage_connections,
             },
         ))
+    }
+
+    /// Whether a function's IAM permissions allow `execute-api:ManageConnections`: its
+    /// `Policies`, its `Role`, and `AWS::IAM::Policy`/`ManagedPolicy` resources of this
+    /// template attached to that role.
+    fn may_manage_connections(&self, p: &Map) -> bool {
+        if p.get("Policies").is_some_and(grants_manage_connections) {
+            return true;
+        }
+        let Some(role) = p.get("Role").and_then(referenced_id) else {
+            return false;
+        };
+        if self
+            .resources
+            .get(&role)
+            .is_some_and(grants_manage_connections)
+        {
+            return true;
+        }
+        self.resources.iter().any(|(_, resource)| {
+            matches!(
+                resource_type(resource),
+                "AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy"
+            ) && props(resource)
+                .get("Roles")
+                .is_some_and(|roles| mentions(roles, &role))
+                && grants_manage_connections(resource)
+        })
     }
 
     /// `code_dir` from `CodeUri` (SAM) or `Code` (Lambda); code that is not on disk gets a
@@ -985,6 +1025,46 @@ pub(crate) fn environment(
         out.push((var.to_owned(), value));
     }
     out
+}
+
+/// The note when no function may call `@connections`.
+pub(crate) const NO_MANAGE_CONNECTIONS: &str = "no function is allowed execute-api:ManageConnections: a handler that calls @connections needs AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (the [management.sigv4] pair) in its environment";
+
+/// Whether an IAM policy (anywhere inside `node`) allows `execute-api:ManageConnections`.
+pub(crate) fn grants_manage_connections(node: &Node) -> bool {
+    match node {
+        Node::String(s) => {
+            s.eq_ignore_ascii_case("execute-api:ManageConnections")
+                || s.eq_ignore_ascii_case("execute-api:*")
+        }
+        Node::List(items) => items.iter().any(grants_manage_connections),
+        Node::Map(map) => map.iter().any(|(_, v)| grants_manage_connections(v)),
+        _ => false,
+    }
+}
+
+/// The logical id a `Ref` or `Fn::GetAtt` names.
+fn referenced_id(node: &Node) -> Option<String> {
+    if let Some(id) = node.get("Ref").and_then(Node::as_str) {
+        return Some(id.to_owned());
+    }
+    match node.get("Fn::GetAtt")? {
+        Node::String(s) => s.split_once('.').map(|(id, _)| id.to_owned()),
+        Node::List(items) => items.first().and_then(Node::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// Whether `node` refers to the resource `id` anywhere inside.
+fn mentions(node: &Node, id: &str) -> bool {
+    if referenced_id(node).as_deref() == Some(id) || node.as_str() == Some(id) {
+        return true;
+    }
+    match node {
+        Node::List(items) => items.iter().any(|i| mentions(i, id)),
+        Node::Map(map) => map.iter().any(|(_, v)| mentions(v, id)),
+        _ => false,
+    }
 }
 
 /// Whether a node is an intrinsic call (`{Ref: …}`, `{"Fn::…": …}`).

@@ -17,10 +17,12 @@ use std::collections::BTreeSet;
 
 use super::intrinsics::{Pseudo, Resolver, UNRESOLVED, resource_type};
 use super::report::Report;
-use super::sam::{environment, valid_stage, why_not};
+use super::sam::{
+    NO_MANAGE_CONNECTIONS, environment, grants_manage_connections, valid_stage, why_not,
+};
 use super::template::{Map, Node};
 use super::write::{Authorizer, Config, Integration, Kind, Lambda, Management, Route};
-use super::{Dirs, Names, Options, Refusal, runtime_note};
+use super::{Dirs, Names, Options, Refusal, check_runtime};
 
 /// Serverless's defaults.
 const DEFAULT_TIMEOUT_SECS: f64 = 6.0;
@@ -242,6 +244,12 @@ pub(crate) fn translate(
     }
 
     explain_variables(raw, &mut report);
+    if !integrations
+        .iter()
+        .any(|i| matches!(&i.kind, Kind::Lambda(l) if l.manage_connections))
+    {
+        report.notes.push(NO_MANAGE_CONNECTIONS.into());
+    }
 
     let route_selection_expression = match provider.get("websocketsApiRouteSelectionExpression") {
         Some(node) => match r.string(node, &mut Vec::new()) {
@@ -452,6 +460,7 @@ fn lambda(
         "runtime",
     )?
     .ok_or("no runtime (set provider.runtime or the function's runtime)")?;
+    check_runtime(&runtime)?;
     let number = |node: Option<&Node>, what: &str| -> Result<Option<f64>, String> {
         match text(node, what)? {
             Some(t) => t
@@ -486,8 +495,18 @@ fn lambda(
     }
     let variables = merged_environment(provider, function);
     let environment = environment(r, key, variables.as_ref(), report);
-    if let Some(note) = runtime_note(&runtime) {
-        report.notes.push(format!("function {key}: {note}"));
+    let manage_connections = [
+        provider.get("iam"),
+        provider.get("iamRoleStatements"),
+        function.get("iamRoleStatements"),
+    ]
+    .into_iter()
+    .flatten()
+    .any(grants_manage_connections);
+    if manage_connections {
+        report.notes.push(format!(
+            "function {key} is allowed execute-api:ManageConnections: its environment gets the [management.sigv4] key pair as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+        ));
     }
     let skipped: Vec<&str> = function
         .as_map()
@@ -510,6 +529,7 @@ fn lambda(
         memory_mb: memory,
         function_name: function_name(service, stage, key, function),
         environment,
+        manage_connections,
     })
 }
 
