@@ -569,3 +569,134 @@ fn the_binary_exits_64_naming_the_problem() {
         assert!(!out.exists(), "{fixture}: nothing written");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The whole way: import, serve, run the handlers, call back.
+
+mod common;
+
+/// The test venv's Python with `awslambdaric` and `boto3` (scripts/test.sh,
+/// scripts/lambda-rics.sh), as tests/lambda.rs uses it.
+fn python() -> PathBuf {
+    let venv = std::env::var("SWITCHBOARD_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyvenv")));
+    let python = venv.join("bin").join("python");
+    let ok = Command::new(&python)
+        .args(["-c", "import awslambdaric, boto3"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} has no awslambdaric and boto3: run scripts/test.sh (or scripts/lambda-rics.sh and pip install boto3)",
+        python.display()
+    );
+    python
+}
+
+/// A rustls client trusting the test CA.
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let ca = fixtures().join("tls/ca.pem");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// The next text frame (handlers start cold: up to 30 s), else the gateway's logs.
+async fn next_text<S>(ws: &mut S, gw: &common::Gateway) -> String
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    match tokio::time::timeout(std::time::Duration::from_secs(30), ws.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => text.to_string(),
+        other => panic!("expected a text frame, got {other:?}\n{}", gw.raw_logs()),
+    }
+}
+
+/// A Python app written for AWS (tests/fixtures/sam/python-chat): imported as it is, served
+/// over wss, its handlers run by AWS's Python RIC, and its boto3 `post_to_connection` to
+/// `https://{domainName}/{stage}` signed with the key pair the import generated and gave
+/// it. Only what the report asks the operator to add is added: TLS for `https://`, the
+/// test CA for boto3, and where the Python launcher is.
+#[tokio::test]
+async fn an_imported_python_app_runs_unchanged() {
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+    let python = python();
+    let fixture = fixtures().join("sam/python-chat");
+    let imported = import("sam/python-chat/template.yaml");
+    let tls = fixtures().join("tls");
+    let tls = tls.display();
+    let config = imported
+        .toml
+        .replace(
+            "code_dir = \"",
+            &format!("code_dir = \"{}/", fixture.display()),
+        )
+        .replace(
+            "[integrations.send.environment]\n",
+            &format!("[integrations.send.environment]\nAWS_CA_BUNDLE = \"{tls}/ca.pem\"\n"),
+        )
+        + &format!(
+            "\n[client.tls]\ncert_file = \"{tls}/cert.pem\"\nkey_file = \"{tls}/key.pem\"\n"
+        );
+    let gw = common::Gateway::start_with_env(
+        &config,
+        &[("SWITCHBOARD__LAMBDA__PYTHON", python.to_str().unwrap())],
+    )
+    .await;
+
+    let tcp = tokio::net::TcpStream::connect(gw.client_addr)
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = tls_connector().connect(name, tcp).await.expect("TLS");
+    let request = format!("wss://localhost:{}/dev", gw.client_addr.port())
+        .into_client_request()
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "upgrade ($connect runs app.connect): {e}\n{}",
+                gw.raw_logs()
+            )
+        });
+
+    ws.send(Message::text(r#"{"action":"nothing-routed","n":1}"#))
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&next_text(&mut ws, &gw).await).unwrap();
+    assert_eq!(
+        reply,
+        serde_json::json!({"echo": {"action": "nothing-routed", "n": 1}, "stage": "dev"}),
+        "$default is two-way (its $default route response)"
+    );
+
+    ws.send(Message::text(
+        r#"{"action":"sendmessage","data":"through @connections"}"#,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_text(&mut ws, &gw).await, "through @connections");
+}
