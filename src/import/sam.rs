@@ -75,7 +75,6 @@ pub(crate) fn translate(
             );
         }
     }
-    let resources = with_globals(doc.get("Globals"), raw, &mut report);
     let pseudo = Pseudo {
         region: options.region.clone().unwrap_or_else(|| "us-east-1".into()),
         stack_name: options
@@ -84,6 +83,8 @@ pub(crate) fn translate(
             .unwrap_or_else(|| "switchboard".into()),
         ..Pseudo::default()
     };
+    let present = with_conditions(doc, raw, &pseudo, &mut report);
+    let resources = with_globals(doc.get("Globals"), &present, &mut report);
     let r = Resolver::new(doc, &resources, &pseudo);
     let mut t = Translation {
         r: &r,
@@ -1174,6 +1175,36 @@ pub(crate) fn why_not(ty: &str) -> &'static str {
     }
 }
 
+/// `Resources` without those whose `Condition` is false (CloudFormation would not create
+/// them). A condition that cannot be evaluated keeps its resource, with a note.
+pub fn with_conditions(doc: &Node, resources: &Map, pseudo: &Pseudo, report: &mut Report) -> Map {
+    let r = Resolver::new(doc, resources, pseudo);
+    resources
+        .iter()
+        .filter(|(id, resource)| {
+            let Some(condition) = resource.get("Condition").and_then(Node::as_str) else {
+                return true;
+            };
+            match r.resolve(&Node::call("Condition", Node::String(condition.to_owned()))) {
+                Ok(Node::Bool(false)) => {
+                    report.notes.push(format!(
+                        "{id}: left out, its Condition {condition} is false"
+                    ));
+                    false
+                }
+                Ok(_) => true,
+                Err(why) => {
+                    report.notes.push(format!(
+                        "{id}: its Condition {condition} cannot be evaluated ({why}); kept"
+                    ));
+                    true
+                }
+            }
+        })
+        .map(|(id, resource)| (id.to_owned(), resource.clone()))
+        .collect()
+}
+
 /// `Resources` with SAM's `Globals.Function` merged into each `AWS::Serverless::Function`:
 /// the resource's scalars win, mappings are merged (resource keys win), and lists get the
 /// global entries first. Other `Globals` sections are reported.
@@ -1324,6 +1355,45 @@ Resources:
                 .not_translated
                 .iter()
                 .any(|l| l.starts_with("Globals.Api"))
+        );
+    }
+
+    #[test]
+    fn resources_whose_condition_is_false_are_left_out() {
+        let doc = parse_yaml(
+            r#"
+Parameters: {Env: {Type: String, Default: dev}}
+Conditions:
+  IsProd: !Equals [!Ref Env, prod]
+  IsDev: !Not [!Condition IsProd]
+Resources:
+  Always: {Type: AWS::SNS::Topic}
+  ProdOnly: {Type: AWS::SNS::Topic, Condition: IsProd}
+  DevOnly: {Type: AWS::SNS::Topic, Condition: IsDev}
+  Unknown: {Type: AWS::SNS::Topic, Condition: Nope}
+"#,
+        )
+        .unwrap();
+        let mut report = Report::default();
+        let kept = with_conditions(
+            &doc,
+            doc.get("Resources").unwrap().as_map().unwrap(),
+            &Pseudo::default(),
+            &mut report,
+        );
+        let ids: Vec<&str> = kept.iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, ["Always", "DevOnly", "Unknown"]);
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n.starts_with("ProdOnly: left out"))
+        );
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n.starts_with("Unknown: its Condition Nope cannot"))
         );
     }
 
