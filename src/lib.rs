@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod edge;
+pub mod import;
 pub mod integrations;
 pub mod lifecycle;
 pub mod management;

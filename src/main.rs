@@ -1,6 +1,7 @@
 //! The `switchboard` binary: parses arguments, loads configuration, starts tracing,
 //! binds the listeners and hands them to [`switchboard::app::run`]. Exit codes: 0 after a
-//! clean shutdown, 64 for a bad configuration, 1 for anything else.
+//! clean shutdown, 64 for a bad configuration, 1 for anything else. `import` exits 0 after
+//! writing, 64 for a template it cannot import, 73 when it cannot write the file.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Exit code for a configuration error (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
+/// Exit code when the output file cannot be created (EX_CANTCREAT).
+const EXIT_CANTCREAT: u8 = 73;
 
 #[derive(Parser)]
 #[command(name = "switchboard", version, about = "A WebSocket API gateway")]
@@ -36,6 +39,36 @@ enum Command {
         /// The TOML file to check.
         file: PathBuf,
     },
+    /// Write a configuration from an AWS SAM/CloudFormation template or a serverless.yml;
+    /// what is not translated is reported on stderr and at the top of the file.
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The template (YAML or JSON) or serverless.yml.
+    template: PathBuf,
+    /// Where to write the configuration (code_dir paths are relative to its directory).
+    #[arg(long, default_value = "switchboard.toml")]
+    out: PathBuf,
+    /// AWS::Region and the SigV4 region [default: us-east-1, or serverless provider.region].
+    #[arg(long)]
+    region: Option<String>,
+    /// What the template is; detected from its content when absent.
+    #[arg(long, value_parser = ["sam", "serverless"])]
+    format: Option<String>,
+    /// AWS::StackName [default: switchboard].
+    #[arg(long)]
+    stack_name: Option<String>,
+    /// The serverless stage (${opt:stage}, ${sls:stage}) [default: provider.stage, or dev].
+    #[arg(long)]
+    stage: Option<String>,
+    /// The logical id of the WebSocket API to import when the template has several.
+    #[arg(long)]
+    api: Option<String>,
+    /// Overwrite --out if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Settings, config::ConfigError> {
@@ -64,6 +97,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Import(args) => import(args),
         Command::Serve { config } => {
             let settings = match load(config.as_ref()) {
                 Ok(settings) => settings,
@@ -89,6 +123,52 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `switchboard import`: the library does the work; this reads flags and writes the file.
+fn import(args: ImportArgs) -> ExitCode {
+    use switchboard::import::{self, AccessKey, Options};
+    if args.out.exists() && !args.force {
+        eprintln!(
+            "switchboard import: {} exists; pass --force to overwrite it",
+            args.out.display()
+        );
+        return ExitCode::from(EXIT_CANTCREAT);
+    }
+    let Ok(access_key) = AccessKey::generate() else {
+        eprintln!("switchboard import: no randomness for the management key pair");
+        return ExitCode::FAILURE;
+    };
+    let options = Options {
+        format: args.format.as_deref().and_then(|f| f.parse().ok()),
+        region: args.region,
+        stack_name: args.stack_name,
+        stage: args.stage,
+        api: args.api,
+        out_dir: args.out.parent().map(PathBuf::from).unwrap_or_default(),
+        env: std::env::vars().collect(),
+        access_key,
+    };
+    let imported = match import::import_file(&args.template, &options) {
+        Ok(imported) => imported,
+        Err(error) => {
+            eprintln!("switchboard import: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    eprint!("{}", imported.report.render());
+    if let Err(error) = std::fs::write(&args.out, &imported.toml) {
+        eprintln!(
+            "switchboard import: cannot write {}: {error}",
+            args.out.display()
+        );
+        return ExitCode::from(EXIT_CANTCREAT);
+    }
+    let out = args.out.display();
+    eprintln!(
+        "\nWrote {out}. Next: switchboard check-config {out}, then switchboard serve --config {out}"
+    );
+    ExitCode::SUCCESS
 }
 
 async fn serve(settings: Settings, path: Option<PathBuf>) -> anyhow::Result<()> {

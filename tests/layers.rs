@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["config", "telemetry::metrics", "bucket"],
     // `telemetry` itself is the tracing setup, which reads `[log]`.
-    &["connections", "telemetry"],
+    // `import` writes configuration text from AWS templates; it reads only `config`.
+    &["connections", "telemetry", "import"],
     &["integrations"],
     &["routing"],
     &[
