@@ -17,7 +17,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
@@ -73,8 +72,7 @@ pub enum StopReason {
 /// Closes every connection, gradually over `period`, and returns when none is left or at
 /// the end of the period (every connection has then been asked to close).
 pub async fn drain(state: &AppState, reason: StopReason, period: Duration) {
-    state.draining.store(true, Ordering::Relaxed);
-    metrics::draining(true);
+    state.set_draining();
     state.stop_accepting.cancel();
     let (code, text) = match (reason, period.is_zero()) {
         (StopReason::Signal, true) => (1001, "Going away"),

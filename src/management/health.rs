@@ -37,8 +37,10 @@ pub fn metrics(state: &AppState) -> Response {
     response
 }
 
-/// Starts draining; 202.
+/// Starts draining; 202. Readiness fails before the answer leaves (the node's main loop
+/// then closes the listener and the connections).
 pub fn drain(state: &AppState) -> Response {
+    state.set_draining();
     state.drain_requested.cancel();
     (StatusCode::ACCEPTED, Json(json!({"status": "draining"}))).into_response()
 }

@@ -106,6 +106,12 @@ impl AppState {
         self.settings.store(Arc::new(settings));
     }
 
+    /// Marks the node as draining: readiness fails from now on (idempotent).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        crate::telemetry::metrics::draining(true);
+    }
+
     /// Ready for new clients: not draining, and the backplane (if any) is connected.
     pub fn readiness(&self) -> Result<(), &'static str> {
         if self.draining.load(Ordering::Relaxed) {

@@ -81,7 +81,7 @@ async fn slow_write(
 }
 
 /// Writes `first` and up to a batch of further queued frames, then flushes once. Activity
-/// is recorded before the frames leave, so whoever sees a frame also sees it; more than a
+/// and the frame count are recorded before the frames leave, so whoever sees a frame also sees them; more than a
 /// batch wakes the session again.
 pub(super) async fn write_queued(
     ws: &mut Ws,
@@ -92,6 +92,9 @@ pub(super) async fn write_queued(
     let (mut message, mut more) = first;
     let mut frames = 1;
     loop {
+        // Counted before the write: with no write buffer, `feed` may put the frame on the
+        // wire at once, and whoever sees it must see it counted.
+        metrics::messages_out(1);
         ws.feed(message).await?;
         if !more {
             break;
@@ -107,6 +110,5 @@ pub(super) async fn write_queued(
         (message, more) = next;
         frames += 1;
     }
-    metrics::messages_out(frames as u64);
     ws.flush().await
 }
