@@ -129,7 +129,8 @@ struct Admitted {
     permit: ConnLimits,
 }
 
-/// Stage 1, admission: the stage path, the upgrade headers, then the throttles.
+/// Stage 1, admission: the stage path, the upgrade headers, draining (503), then the
+/// throttles.
 fn admit(
     request: &Request<Incoming>,
     peer: SocketAddr,
@@ -141,6 +142,13 @@ fn admit(
         .cloned()
         .ok_or_else(|| Rejection::new(StatusCode::NOT_FOUND, "No stage at this path"))?;
     let key = check_upgrade(request.method(), request.headers())?;
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        // The listener is closing; a handshake that got in meanwhile goes elsewhere.
+        return Err(
+            Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "Draining")
+                .with_header(header::RETRY_AFTER, "1"),
+        );
+    }
     let permit = state.limits.admit(request.headers()).map_err(|refused| {
         info!(%peer, limit = refused.setting(), "connection throttled");
         Rejection::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests")
