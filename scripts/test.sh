@@ -34,7 +34,8 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
     || { echo "test.sh: npm could not install tests/browser (the npm registry must be reachable)" >&2; exit 1; }
 fi
 
-# Python tools for the API-compatibility tests, in a venv under target/ (fast when present).
+# Python tools for the API-compatibility tests (schemathesis, boto3, awslambdaric, moto's
+# DynamoDB server), in a venv under target/ (fast when present).
 venv=target/pyvenv
 if [ ! -x "$venv/bin/python" ]; then
   need python3 python3
@@ -52,6 +53,10 @@ export SWITCHBOARD_TEST_VENV="$PWD/$venv"
 # natively; the script installs its build tools with apt-get when missing) into
 # target/lambda-ric, and awslambdaric into the venv. Fast when already installed.
 scripts/lambda-rics.sh
+
+# The npm packages of examples/aws-sam-chat's Node.js handlers (AWS SDK v3), which
+# tests/aws_sam_app.rs runs: npm ci from the example's package-lock.json.
+scripts/example-deps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

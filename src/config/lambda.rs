@@ -25,9 +25,15 @@ pub struct LambdaSettings {
     /// up on `PATH`. Started as `<python> -m awslambdaric <handler>` for `python3.*`
     /// functions.
     pub python: String,
-    /// The region handlers are told (`AWS_REGION`, the function ARN) when a function's own
-    /// `environment` does not set `AWS_REGION`.
+    /// The region handlers are told (`AWS_REGION`, the function ARN) when neither a
+    /// function's own `environment` nor [`LambdaSettings::environment`] sets `AWS_REGION`.
     pub region: String,
+    /// Environment variables every function gets, under its own `environment` (a
+    /// function's own value wins): what an AWS account provides all its functions, such as
+    /// service endpoints (`AWS_ENDPOINT_URL_DYNAMODB`), a CA bundle (`AWS_CA_BUNDLE`,
+    /// `NODE_EXTRA_CA_CERTS`) or credentials. `SWITCHBOARD__LAMBDA__ENVIRONMENT__<NAME>`
+    /// overrides keep the case of `<NAME>`.
+    pub environment: BTreeMap<String, String>,
 }
 
 impl Default for LambdaSettings {
@@ -36,6 +42,7 @@ impl Default for LambdaSettings {
             node_ric: "aws-lambda-ric".into(),
             python: "python3".into(),
             region: "us-east-1".into(),
+            environment: BTreeMap::new(),
         }
     }
 }
@@ -225,30 +232,37 @@ impl LambdaFunctionSettings {
                 ),
             ));
         }
-        for variable in self.environment.keys() {
-            let at = key(&format!("environment.{variable}"));
-            let name_ok = variable
-                .bytes()
-                .next()
-                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-                && variable
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-            if !name_ok {
-                return Err(ConfigError::invalid(
-                    at,
-                    "a variable name is letters, digits and _, not starting with a digit",
-                ));
-            }
-            if RESERVED_ENVIRONMENT.contains(&variable.as_str()) {
-                return Err(ConfigError::invalid(
-                    at,
-                    "reserved: the gateway sets it for every worker",
-                ));
-            }
-        }
+        check_environment(&key("environment"), &self.environment)?;
         Ok(())
     }
+}
+
+/// Checks the variable names of an `environment` table whose key is `at`: valid names, and
+/// none the gateway sets itself.
+fn check_environment(at: &str, environment: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    for variable in environment.keys() {
+        let at = format!("{at}.{variable}");
+        let name_ok = variable
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && variable
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !name_ok {
+            return Err(ConfigError::invalid(
+                at,
+                "a variable name is letters, digits and _, not starting with a digit",
+            ));
+        }
+        if RESERVED_ENVIRONMENT.contains(&variable.as_str()) {
+            return Err(ConfigError::invalid(
+                at,
+                "reserved: the gateway sets it for every worker",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks `[lambda]`.
@@ -270,7 +284,7 @@ pub(super) fn validate(settings: &LambdaSettings) -> Result<(), ConfigError> {
             "must be a region name such as us-east-1",
         ));
     }
-    Ok(())
+    check_environment("lambda.environment", &settings.environment)
 }
 
 /// Makes relative paths of the `lambda` settings absolute against `base` (the

@@ -75,10 +75,21 @@ pub fn load(
             .map_err(|e| ConfigError::Source(format!("{}: {e}", path.display())))?,
         ConfigSource::Text(text) => text.to_owned(),
     };
-    let overrides: config::Map<String, String> = env
-        .into_iter()
-        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
-        .collect();
+    let mut overrides = config::Map::new();
+    // `SWITCHBOARD__LAMBDA__ENVIRONMENT__<NAME>`: applied below, keeping `<NAME>`'s case
+    // (the `config` crate lowercases every key it reads from the environment).
+    let mut lambda_environment = Vec::new();
+    for (key, value) in env {
+        let Some(rest) = key.strip_prefix(&format!("{ENV_PREFIX}__")) else {
+            continue;
+        };
+        match strip_prefix_ignore_case(rest, LAMBDA_ENVIRONMENT_OVERRIDE) {
+            Some(name) => lambda_environment.push((name.to_owned(), value)),
+            None => {
+                overrides.insert(key, value);
+            }
+        }
+    }
     let raw = Config::builder()
         .add_source(File::from_str(&text, FileFormat::Toml))
         .add_source(
@@ -100,6 +111,7 @@ pub fn load(
         let key = e.path().to_string();
         ConfigError::invalid(key, e.into_inner().to_string())
     })?;
+    settings.lambda.environment.extend(lambda_environment);
     if let ConfigSource::File(path) = source
         && let Some(base) = path.parent()
     {
@@ -108,6 +120,16 @@ pub fn load(
     }
     settings.validate()?;
     Ok(settings)
+}
+
+/// After the prefix: the overrides of `[lambda.environment]`, whose names keep their case.
+const LAMBDA_ENVIRONMENT_OVERRIDE: &str = "LAMBDA__ENVIRONMENT__";
+
+/// `text` without `prefix`, compared ASCII case-insensitively.
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
 }
 
 impl Settings {
@@ -383,6 +405,62 @@ mod tests {
         assert_eq!(s.client.idle_timeout_secs, 5);
         assert_eq!(s.management.bearer_tokens.len(), 2);
         assert_eq!(s.management.bearer_tokens[1].expose(), "bbbbbbbbbbbbbbbb");
+    }
+
+    #[test]
+    fn lambda_environment_from_the_file_and_overrides_keeps_the_names_case() {
+        let text = "[management]\nauth = \"none\"\n[lambda.environment]\n\
+                    AWS_CA_BUNDLE = \"/etc/ca.pem\"\nmixed_Case = \"file\"\n";
+        let env = vec![
+            (
+                "SWITCHBOARD__LAMBDA__ENVIRONMENT__AWS_ENDPOINT_URL_DYNAMODB".to_owned(),
+                "http://127.0.0.1:8000".to_owned(),
+            ),
+            (
+                "SWITCHBOARD__lambda__Environment__mixed_Case".to_owned(),
+                "env".to_owned(),
+            ),
+            (
+                "SWITCHBOARD__LAMBDA__ENVIRONMENT__NUMBER".to_owned(),
+                "0042".to_owned(),
+            ),
+            (
+                "SWITCHBOARD__LAMBDA__REGION".to_owned(),
+                "eu-west-1".to_owned(),
+            ),
+        ];
+        let s = load(ConfigSource::Text(text), env).expect("loads");
+        let environment: Vec<(&str, &str)> = s
+            .lambda
+            .environment
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            environment,
+            [
+                ("AWS_CA_BUNDLE", "/etc/ca.pem"),
+                ("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:8000"),
+                ("NUMBER", "0042"),
+                ("mixed_Case", "env"),
+            ],
+            "the environment override wins, names and values as given"
+        );
+        assert_eq!(s.lambda.region, "eu-west-1", "other [lambda] overrides");
+
+        let err = load(
+            ConfigSource::Text(MINIMAL),
+            vec![(
+                "SWITCHBOARD__LAMBDA__ENVIRONMENT__AWS_LAMBDA_RUNTIME_API".to_owned(),
+                "x".to_owned(),
+            )],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("lambda.environment.AWS_LAMBDA_RUNTIME_API"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -965,7 +965,7 @@ impl Translation<'_, '_> {
             if ty == "AWS::DynamoDB::Table" || ty == "AWS::Serverless::SimpleTable" {
                 let name = self.r.resource_name(id);
                 self.report.notes.push(format!(
-                    "create the table {name:?} ({id}) in the DynamoDB your handlers reach (AWS, or DynamoDB Local with AWS_ENDPOINT_URL_DYNAMODB)"
+                    "create the table {name:?} ({id}) in the DynamoDB your handlers reach (AWS, or DynamoDB Local with AWS_ENDPOINT_URL_DYNAMODB in [lambda.environment])"
                 ));
             }
         }

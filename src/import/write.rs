@@ -201,6 +201,14 @@ pub fn render(config: &Config, header: &str) -> String {
              # defaults: see docs/lambda.md to install AWS's Runtime Interface Clients.\n",
         );
         let _ = writeln!(out, "region = {}", string(&m.region));
+        out.push_str(
+            "# What AWS gave every function (service endpoints, the CA of the gateway's TLS,\n\
+             # credentials) goes in [lambda.environment], under each function's own:\n\
+             # [lambda.environment]\n\
+             # AWS_ENDPOINT_URL_DYNAMODB = \"http://127.0.0.1:8000\"\n\
+             # AWS_CA_BUNDLE = \"/path/to/ca.pem\"          # boto3\n\
+             # NODE_EXTRA_CA_CERTS = \"/path/to/ca.pem\"    # Node.js\n",
+        );
     }
 
     for route in &config.routes {

@@ -46,6 +46,8 @@ pub struct Gateway {
     endpoints: Endpoints,
     /// Every log line the process printed so far (JSON).
     logs: Arc<Mutex<Vec<String>>>,
+    /// The configuration file.
+    config: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -60,6 +62,22 @@ impl Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("switchboard.toml");
         std::fs::write(&path, config).expect("write config");
+        Self::spawn(dir, path, env).await
+    }
+
+    /// Starts the binary with the configuration file at `path`, as it is (relative paths in
+    /// it stay relative to its directory), with extra environment variables (which may
+    /// override the listeners' addresses).
+    pub async fn start_file(path: &std::path::Path, env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::spawn(dir, path.to_owned(), env).await
+    }
+
+    async fn spawn(
+        dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
         command
             .arg("serve")
@@ -111,13 +129,14 @@ impl Gateway {
             child,
             endpoints: Endpoints::new(client_addr.unwrap(), management_addr.unwrap()),
             logs,
+            config: path,
             _dir: dir,
         }
     }
 
     /// The configuration file the process was started with (rewrite it, then `sighup`).
     pub fn config_path(&self) -> std::path::PathBuf {
-        self._dir.path().join("switchboard.toml")
+        self.config.clone()
     }
 
     /// A scratch directory that lives as long as the gateway.

@@ -93,6 +93,7 @@ impl FunctionSpec {
         let region = function
             .environment
             .get("AWS_REGION")
+            .or_else(|| lambda.environment.get("AWS_REGION"))
             .cloned()
             .unwrap_or_else(|| lambda.region.clone());
         let mut env: Vec<(String, String)> = INHERITED
@@ -116,8 +117,9 @@ impl FunctionSpec {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
         );
-        // The function's own environment overrides the defaults above…
-        for (key, value) in &function.environment {
+        // `[lambda.environment]` (every function's) and then the function's own
+        // environment override the defaults above…
+        for (key, value) in lambda.environment.iter().chain(&function.environment) {
             env.retain(|(k, _)| k != key);
             env.push((key.clone(), value.clone()));
         }
@@ -216,6 +218,48 @@ mod tests {
         assert_eq!(get("AWS_EXECUTION_ENV"), Some("AWS_Lambda_python3.12"));
         assert_eq!(get("AWS_LAMBDA_MAX_CONCURRENCY"), None);
         assert_eq!(get("AWS_LAMBDA_RUNTIME_API"), None, "set per worker");
+    }
+
+    #[test]
+    fn the_shared_environment_is_merged_under_the_functions_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let lambda = LambdaSettings {
+            python: "sh".into(),
+            environment: [
+                ("TABLE".to_owned(), "shared".to_owned()),
+                ("AWS_CA_BUNDLE".to_owned(), "/ca.pem".to_owned()),
+                ("TZ".to_owned(), "Europe/Paris".to_owned()),
+            ]
+            .into(),
+            ..LambdaSettings::default()
+        };
+        let spec = FunctionSpec::resolve("chat", &function(dir.path()), &lambda).unwrap();
+        let get = |k: &str| {
+            let values: Vec<&str> = spec
+                .env
+                .iter()
+                .filter(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert!(values.len() <= 1, "{k} set once: {values:?}");
+            values.first().copied()
+        };
+        assert_eq!(get("TABLE"), Some("t"), "the function's own value wins");
+        assert_eq!(get("AWS_CA_BUNDLE"), Some("/ca.pem"), "shared");
+        assert_eq!(get("TZ"), Some("Europe/Paris"), "over the defaults");
+        assert_eq!(get("AWS_REGION"), Some("eu-west-1"));
+
+        let mut without_region = function(dir.path());
+        without_region.environment.remove("AWS_REGION");
+        let lambda = LambdaSettings {
+            environment: [("AWS_REGION".to_owned(), "ap-south-1".to_owned())].into(),
+            ..lambda
+        };
+        let spec = FunctionSpec::resolve("chat", &without_region, &lambda).unwrap();
+        assert_eq!(
+            spec.arn, "arn:aws:lambda:ap-south-1:000000000000:function:fn",
+            "AWS_REGION from the shared environment before lambda.region"
+        );
     }
 
     #[test]
