@@ -144,10 +144,8 @@ fn admit(
     let key = check_upgrade(request.method(), request.headers())?;
     if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
         // The listener is closing; a handshake that got in meanwhile goes elsewhere.
-        return Err(
-            Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "Draining")
-                .with_header(header::RETRY_AFTER, "1"),
-        );
+        return Err(Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "Draining")
+            .with_header(header::RETRY_AFTER, "1"));
     }
     let permit = state.limits.admit(request.headers()).map_err(|refused| {
         info!(%peer, limit = refused.setting(), "connection throttled");
