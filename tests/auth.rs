@@ -860,25 +860,6 @@ async fn pipeline_runs_origin_then_authorizer_then_api_key_then_connect() {
 // ---------------------------------------------------------------------------------------
 // TLS on the client edge
 
-/// A rustls client trusting the test CA.
-fn tls_connector() -> tokio_rustls::TlsConnector {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
-    let ca = format!("{}/tests/fixtures/tls/ca.pem", env!("CARGO_MANIFEST_DIR"));
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
 fn tls_files(section: &str) -> String {
     let dir = format!("{}/tests/fixtures/tls", env!("CARGO_MANIFEST_DIR"));
     format!("[{section}]\ncert_file = \"{dir}/cert.pem\"\nkey_file = \"{dir}/key.pem\"\n")
@@ -897,7 +878,7 @@ async fn wss_with_a_jwt_in_the_subprotocol() {
         .await
         .unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tls_connector()
+    let tls = test_ca_connector()
         .connect(name, tcp)
         .await
         .expect("TLS handshake");

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Gateway, free_port};
+use common::{Gateway, free_port, test_ca_connector};
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
@@ -180,24 +180,6 @@ async fn wait_stored(tools: &Tools, moto: &Moto, gw: &Gateway, expected: &BTreeS
     }
 }
 
-/// A rustls client trusting the test CA.
-fn tls_connector() -> tokio_rustls::TlsConnector {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(repo().join("tests/fixtures/tls/ca.pem")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-}
-
 /// A WebSocket client on `wss://localhost:<port>/Prod` ($connect runs the Node handler,
 /// cold: up to 30 s).
 async fn connect(gw: &Gateway) -> Wss {
@@ -205,7 +187,7 @@ async fn connect(gw: &Gateway) -> Wss {
     let attempt = async {
         let tcp = tokio::net::TcpStream::connect(gw.client_addr).await?;
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let stream = tls_connector().connect(name, tcp).await?;
+        let stream = test_ca_connector().connect(name, tcp).await?;
         let request = format!("wss://localhost:{port}/Prod")
             .into_client_request()
             .unwrap();

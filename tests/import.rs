@@ -594,25 +594,6 @@ fn python() -> PathBuf {
     python
 }
 
-/// A rustls client trusting the test CA.
-fn tls_connector() -> tokio_rustls::TlsConnector {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
-    let ca = fixtures().join("tls/ca.pem");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-}
-
 /// The next text frame (handlers start cold: up to 30 s), else the gateway's logs.
 async fn next_text<S>(ws: &mut S, gw: &common::Gateway) -> String
 where
@@ -670,7 +651,10 @@ async fn an_imported_python_app_runs_unchanged() {
         .await
         .unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let stream = tls_connector().connect(name, tcp).await.expect("TLS");
+    let stream = common::test_ca_connector()
+        .connect(name, tcp)
+        .await
+        .expect("TLS");
     let request = format!("wss://localhost:{}/dev", gw.client_addr.port())
         .into_client_request()
         .unwrap();

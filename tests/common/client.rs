@@ -98,3 +98,25 @@ pub async fn expect_silence(ws: &mut Client, wait: Duration) {
         panic!("expected silence, got {msg:?}");
     }
 }
+
+/// A rustls client that trusts the test CA (`tests/fixtures/tls/ca.pem`), for `wss://`
+/// and HTTPS to a gateway serving `tests/fixtures/tls/cert.pem`.
+pub fn test_ca_connector() -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.pem");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("test CA") {
+        roots
+            .add(cert.expect("test CA certificate"))
+            .expect("add root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}

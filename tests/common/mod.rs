@@ -29,7 +29,9 @@ mod redis;
 #[allow(unused_imports)]
 pub use backend::{Backend, ChatBackend, Received, Responder};
 #[allow(unused_imports)]
-pub use client::{Client, expect_close, expect_silence, next_message, next_text};
+pub use client::{
+    Client, expect_close, expect_silence, next_message, next_text, test_ca_connector,
+};
 #[allow(unused_imports)]
 pub use endpoints::Endpoints;
 #[allow(unused_imports)]
