@@ -463,6 +463,20 @@ mod tests {
     }
 
     #[test]
+    fn versions_never_repeat_and_claims_outlast_the_wait_after_a_restart() {
+        let (deaths, _rx) = mpsc::channel(1);
+        let liveness = Liveness::new(Duration::from_millis(1500), deaths);
+        let versions: HashSet<String> = (0..1000).map(|_| liveness.next_version()).collect();
+        assert_eq!(versions.len(), 1000);
+        assert_eq!(liveness.claim_ms(), REAPER_CLAIM_MS);
+        let (deaths, _rx) = mpsc::channel(1);
+        let long = Liveness::new(Duration::from_secs(60), deaths);
+        // Longer than the two TTLs a survivor waits after a Redis restart, plus a pass.
+        assert_eq!(long.claim_ms(), 240_000);
+        assert!(long.claim_ms() > 2 * 60_000 + 30_000);
+    }
+
+    #[test]
     fn uptime_is_read_from_info_text() {
         let info = "# Server\r\nredis_version:7.2.4\r\nprocess_id:1\r\nuptime_in_seconds:1234\r\nuptime_in_days:0\r\n";
         assert_eq!(uptime_from_info(info), Some(Duration::from_secs(1234)));
