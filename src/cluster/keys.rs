@@ -9,10 +9,15 @@
 //! | `<p>:{n.<tag>}:conns` | hash | connection id → record JSON (for listing and reaping) |
 //! | `<p>:{n.<tag>}:ids` | sorted set, scores 0 | the node's connection ids, in id order (listing pages) |
 //! | `<p>:{n.<tag>}:memberships` | set | `group\tconnectionId` for the node's connections |
-//! | `<p>:{n.<tag>}:reaper` | string with TTL | which survivor is cleaning up a dead node |
+//! | `<p>:{n.<tag>}:reaper` | string with TTL | which survivor is cleaning up a dead node (or, after a graceful shutdown, the node itself: nobody reaps it) |
+//! | `<p>:{n.<tag>}:version` | integer | bumped by every write to the node's records, so survivors re-read them only when they changed |
 //! | `<p>:{g.<group>}:members` | sorted set, scores 0 | connection ids in the group, cluster-wide, in id order |
 //! | channel `<p>:{n.<tag>}:inbox` | pub/sub | requests to, and replies for, the node |
-//! | channel `<p>:broadcast` | pub/sub | broadcasts, one publish reaching every node |
+//! | channel `<p>:broadcast` | pub/sub | broadcasts to every connection, one publish reaching every node |
+//! | channel `<p>:{g.<group>}:bcast` | pub/sub | broadcasts to a group, reaching the nodes that hold a member |
+//!
+//! A group's channel shares its keys' hash tag, so on Redis Cluster sharded pub/sub
+//! (`SSUBSCRIBE`/`SPUBLISH`) puts it in the group's slot.
 
 use crate::connections::NodeTag;
 
@@ -53,6 +58,10 @@ impl Keys {
     pub fn reaper(&self, node: &str) -> String {
         format!("{}:{{n.{node}}}:reaper", self.prefix)
     }
+    /// The version of a node's records (bumped by every write to them).
+    pub fn version(&self, node: &str) -> String {
+        format!("{}:{{n.{node}}}:version", self.prefix)
+    }
     /// A group's members.
     pub fn members(&self, group: &str) -> String {
         format!("{}:{{g.{group}}}:members", self.prefix)
@@ -61,9 +70,13 @@ impl Keys {
     pub fn inbox(&self, node: &str) -> String {
         format!("{}:{{n.{node}}}:inbox", self.prefix)
     }
-    /// The broadcast channel.
+    /// The broadcast channel (to every connection).
     pub fn broadcast(&self) -> String {
         format!("{}:broadcast", self.prefix)
+    }
+    /// A group's broadcast channel.
+    pub fn group_channel(&self, group: &str) -> String {
+        format!("{}:{{g.{group}}}:bcast", self.prefix)
     }
 }
 

@@ -176,6 +176,16 @@ impl Local {
         paginate(ids, limit, Clone::clone)
     }
 
+    /// Whether `group` has a member on this node (whether this node wants its broadcasts).
+    pub fn has_members(&self, group: &str) -> bool {
+        self.groups.get(group).is_some_and(|m| !m.is_empty())
+    }
+
+    /// The groups with a member on this node.
+    pub fn group_names(&self) -> Vec<Arc<str>> {
+        self.groups.iter().map(|e| e.key().clone()).collect()
+    }
+
     /// Every (group, member) pair held here (for resynchronising Redis).
     pub fn memberships(&self) -> Vec<(Arc<str>, ConnectionId)> {
         self.groups

@@ -221,14 +221,13 @@ impl Cluster {
     }
 
     /// Runs `op` on the node that owns `id`: here through [`ops::apply`], on another node
-    /// through the backplane, which runs the same function there.
+    /// through the backplane, which runs the same function there. With Redis, a join
+    /// answers once the owner is subscribed to the group's channel (on either path).
     pub async fn run(&self, id: &ConnectionId, op: Op) -> Result<Outcome, DeliveryError> {
         match &self.backplane {
             // In memory every connection is local; another node's id is simply gone.
             Backplane::Memory(m) => ops::apply(&self.local, m, id, op),
-            Backplane::Redis(r) if id.node() == self.local.node => {
-                ops::apply(&self.local, r.records(), id, op)
-            }
+            Backplane::Redis(r) if id.node() == self.local.node => r.apply(id, op).await,
             Backplane::Redis(r) => r.request(id, op).await,
         }
     }
@@ -281,22 +280,24 @@ impl Cluster {
     }
 
     /// Sends a frame to every member of `group` (or every connection) on every node.
-    /// Crosses Redis once (one publish reaches every node); never waits on a slow member.
-    /// Returns the fan-out when it happened here and now (one node, in memory); with Redis
-    /// every node delivers on its own when the publish reaches it.
+    /// Encoded once and published once: on the group's channel, which only the nodes
+    /// holding a member listen on, or on the broadcast channel, which every node does.
+    /// Never waits on a slow member. Returns the fan-out when it happened here and now (one
+    /// node, in memory); with Redis every interested node delivers on its own when the
+    /// publish reaches it.
     pub async fn broadcast(
         &self,
         group: Option<&GroupName>,
         message: Message,
     ) -> Result<Option<Fanout>, DeliveryError> {
-        let group = group.map(GroupName::as_str);
         match &self.backplane {
-            Backplane::Memory(_) => Ok(Some(self.local.broadcast(group, &message))),
-            // Every node, this one included, delivers what arrives on the broadcast channel,
-            // so all members see broadcasts in the one order Redis gives them.
+            Backplane::Memory(_) => Ok(Some(
+                self.local.broadcast(group.map(GroupName::as_str), &message),
+            )),
+            // Every interested node, this one included, delivers what arrives on its
+            // channels, so all members see broadcasts in the one order Redis gives them.
             Backplane::Redis(r) => {
-                let payload = wire::Payload::of(&message).ok_or(DeliveryError::Unavailable)?;
-                r.publish_broadcast(group, payload).await?;
+                r.publish_broadcast(group, &message).await?;
                 Ok(None)
             }
         }
@@ -334,11 +335,15 @@ impl Cluster {
         self.records().connected(shared);
     }
 
-    /// Forgets a closed local connection and its memberships.
+    /// Forgets a closed local connection and its memberships (a group it leaves without
+    /// a local member is unsubscribed, in the background).
     pub fn disconnected(&self, shared: &ConnShared) {
         self.local.registry.remove(&shared.info.id);
         let groups = self.local.leave_all(shared);
         self.records().disconnected(&shared.info.id, &groups);
+        if let Backplane::Redis(r) = &self.backplane {
+            r.groups_left(&groups);
+        }
     }
 
     /// Whether the backplane is usable (always true in memory).

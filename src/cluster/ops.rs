@@ -4,6 +4,9 @@
 //!
 //! Outcomes are typed here and on the wire; only the management API turns them into HTTP
 //! statuses. Nothing here waits: [`apply`] touches local state and queues record writes.
+//! A join or leave may change whether this node wants the group's broadcasts; with Redis
+//! the backplane settles that right after [`apply`] (a join waits for its subscription),
+//! for local callers and for other nodes' requests alike ([`Op::group_change`]).
 
 use serde::{Deserialize, Serialize};
 use tokio_tungstenite::tungstenite::Message;
@@ -25,6 +28,18 @@ pub enum Op {
     Join(GroupName),
     /// Remove the connection from a group.
     Leave(GroupName),
+}
+
+impl Op {
+    /// The group whose local membership this operation changes, and whether it joins: a
+    /// node's interest in the group's broadcasts may change with it.
+    pub fn group_change(&self) -> Option<(&GroupName, bool)> {
+        match self {
+            Self::Join(group) => Some((group, true)),
+            Self::Leave(group) => Some((group, false)),
+            _ => None,
+        }
+    }
 }
 
 /// What an operation did, when it did something.

@@ -1,8 +1,13 @@
-//! What nodes say to each other over Redis pub/sub: requests to the node that owns a
-//! connection, its replies, and broadcasts. JSON, one message per publish.
+//! What nodes say to each other over Redis pub/sub, one message per publish:
 //!
-//! A request carries an [`ops::Op`] in its wire form ([`WireOp`]); a reply carries the
-//! typed result of [`ops::apply`] on the owner, never an HTTP status.
+//! - requests to the node that owns a connection and its replies ([`Wire`]): JSON. A
+//!   request carries an [`ops::Op`] in its wire form ([`WireOp`]); a reply carries the
+//!   typed result of [`ops::apply`] on the owner, never an HTTP status.
+//! - broadcasts, to a group or to every connection ([`Envelope`]): a compact binary
+//!   envelope around the raw payload, encoded once by the publisher and decoded once per
+//!   receiving node into a [`Message`] that shares the received bytes.
+//!
+//! The two never collide: JSON text starts with `{`, an envelope with a byte above 0x7F.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -138,16 +143,88 @@ pub enum Wire {
         /// What [`ops::apply`] said on the owner.
         result: Result<Outcome, DeliveryError>,
     },
-    /// To every node, on the broadcast channel.
-    Broadcast {
-        /// The publishing node (which already delivered to its own members).
-        from: String,
-        /// The group, or every connection when absent.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        group: Option<String>,
-        /// The frame.
-        payload: Payload,
-    },
+}
+
+/// A broadcast on the backplane, as published: the binary envelope
+///
+/// ```text
+/// byte 0   tag: 0xA1 = to every connection, 0xA2 = to a group
+/// byte 1   flags: bit 0 set = a text frame (else binary); other bits 0
+/// [group only] byte 2 = n, the group name's length (1–128), then its n bytes
+/// rest     the frame's payload, as is (no base64, no escaping)
+/// ```
+///
+/// The overhead is 2 bytes, plus 1 + the name's length for a group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// The group, or every connection when `None`.
+    pub group: Option<GroupName>,
+    /// The frame (text or binary).
+    pub message: Message,
+}
+
+/// Tag of a broadcast to every connection.
+const TAG_ALL: u8 = 0xA1;
+/// Tag of a broadcast to a group.
+const TAG_GROUP: u8 = 0xA2;
+/// Flag: the payload is a text frame's.
+const FLAG_TEXT: u8 = 0x01;
+
+impl Envelope {
+    /// Encodes a broadcast of `message` to `group` (or everyone): one allocation, the
+    /// payload copied once. `None` for a control frame, which nobody broadcasts.
+    pub fn encode(group: Option<&GroupName>, message: &Message) -> Option<Vec<u8>> {
+        let (flags, payload): (u8, &[u8]) = match message {
+            Message::Text(t) => (FLAG_TEXT, t.as_str().as_bytes()),
+            Message::Binary(b) => (0, b),
+            _ => return None,
+        };
+        let name = group.map_or(&[][..], |g| g.as_str().as_bytes());
+        let mut out = Vec::with_capacity(3 + name.len() + payload.len());
+        match group {
+            None => out.extend_from_slice(&[TAG_ALL, flags]),
+            Some(_) => {
+                // A valid group name is 1–128 bytes: its length fits one byte.
+                out.extend_from_slice(&[TAG_GROUP, flags, name.len() as u8]);
+                out.extend_from_slice(name);
+            }
+        }
+        out.extend_from_slice(payload);
+        Some(out)
+    }
+
+    /// Decodes an envelope; the message shares `bytes` (no copy of the payload). `None`
+    /// for anything malformed: an unknown tag or flag, a bad group name, or a text
+    /// payload that is not UTF-8.
+    pub fn decode(bytes: Bytes) -> Option<Self> {
+        let (&tag, rest) = bytes.split_first()?;
+        let (&flags, rest) = rest.split_first()?;
+        if flags & !FLAG_TEXT != 0 {
+            return None;
+        }
+        let (group, start) = match tag {
+            TAG_ALL => (None, 2),
+            TAG_GROUP => {
+                let (&len, rest) = rest.split_first()?;
+                let name = rest.get(..usize::from(len))?;
+                let group = GroupName::parse(std::str::from_utf8(name).ok()?)?;
+                (Some(group), 3 + usize::from(len))
+            }
+            _ => return None,
+        };
+        let payload = bytes.slice(start..);
+        let message = if flags & FLAG_TEXT != 0 {
+            Message::Text(payload.try_into().ok()?)
+        } else {
+            Message::Binary(payload)
+        };
+        Some(Self { group, message })
+    }
+
+    /// Whether `bytes` look like an envelope rather than JSON (by the first byte).
+    pub fn is_envelope(bytes: &[u8]) -> bool {
+        matches!(bytes.first(), Some(&TAG_ALL | &TAG_GROUP))
+    }
 }
 
 #[cfg(test)]
@@ -167,21 +244,14 @@ mod tests {
             authorizer: None,
             trace_id: None,
         };
-        let mut msgs = vec![
-            Wire::Request {
-                from: "0a0b0c0d".into(),
-                req: 7,
-                conn: "AAAAAAAAAAAAAAAA".into(),
-                op: WireOp::Post {
-                    payload: Payload::of(&Message::Binary(Bytes::from_static(&[0, 255]))).unwrap(),
-                },
+        let mut msgs = vec![Wire::Request {
+            from: "0a0b0c0d".into(),
+            req: 7,
+            conn: "AAAAAAAAAAAAAAAA".into(),
+            op: WireOp::Post {
+                payload: Payload::of(&Message::Binary(Bytes::from_static(&[0, 255]))).unwrap(),
             },
-            Wire::Broadcast {
-                from: "x".into(),
-                group: Some("room".into()),
-                payload: Payload::of(&Message::text("hi")).unwrap(),
-            },
-        ];
+        }];
         let results = [
             Ok(Outcome::Done),
             Ok(Outcome::Membership { changed: true }),
@@ -204,6 +274,86 @@ mod tests {
             p.into_message(),
             Some(Message::Binary(Bytes::from_static(&[1, 2])))
         );
+    }
+
+    #[test]
+    fn envelopes_round_trip_with_the_payload_as_is() {
+        let room = GroupName::parse("room").unwrap();
+        let long = GroupName::parse(&"g".repeat(128)).unwrap();
+        let cases = [
+            (None, Message::text("hello")),
+            (None, Message::text("")),
+            (None, Message::Binary(Bytes::from_static(&[0, 255, b'{']))),
+            (
+                Some(room.clone()),
+                Message::text("h\u{e9}llo {\"json\": 1}"),
+            ),
+            (Some(room.clone()), Message::Binary(Bytes::new())),
+            (
+                Some(long.clone()),
+                Message::Binary(Bytes::from(vec![7u8; 70_000])),
+            ),
+        ];
+        for (group, message) in cases {
+            let bytes = Envelope::encode(group.as_ref(), &message).unwrap();
+            assert!(Envelope::is_envelope(&bytes));
+            let overhead = 2 + group.as_ref().map_or(0, |g| 1 + g.as_str().len());
+            assert_eq!(bytes.len(), overhead + message.len(), "{group:?}");
+            // The payload is carried verbatim at the end.
+            let payload: &[u8] = match &message {
+                Message::Text(t) => t.as_str().as_bytes(),
+                Message::Binary(b) => b,
+                _ => unreachable!(),
+            };
+            assert!(bytes.ends_with(payload));
+            let back = Envelope::decode(Bytes::from(bytes)).unwrap();
+            assert_eq!(back, Envelope { group, message });
+        }
+        // The exact layout.
+        assert_eq!(
+            Envelope::encode(Some(&room), &Message::text("hi")).unwrap(),
+            b"\xA2\x01\x04roomhi"
+        );
+        assert_eq!(
+            Envelope::encode(None, &Message::Binary(Bytes::from_static(&[9]))).unwrap(),
+            b"\xA1\x00\x09"
+        );
+        assert_eq!(Envelope::encode(None, &Message::Ping(Bytes::new())), None);
+    }
+
+    #[test]
+    fn the_decoded_message_shares_the_received_bytes() {
+        let bytes = Bytes::from(Envelope::encode(None, &Message::binary(vec![1u8; 64])).unwrap());
+        let Envelope { message, .. } = Envelope::decode(bytes.clone()).unwrap();
+        let Message::Binary(payload) = message else {
+            panic!("binary expected")
+        };
+        assert_eq!(payload.as_ptr(), bytes[2..].as_ptr());
+    }
+
+    #[test]
+    fn malformed_envelopes_are_refused() {
+        let bad: [&[u8]; 10] = [
+            b"",
+            b"\xA1",
+            b"\xA2\x01",
+            b"\xA2\x01\x05room",  // the name is shorter than its length
+            b"\xA2\x01\x00hi",    // empty group name
+            b"\xA2\x01\x03a bhi", // invalid group name
+            b"\xA1\x02hi",        // unknown flag
+            b"\xA1\x01\xff\xfe",  // text that is not UTF-8
+            b"\xA3\x01hi",        // unknown tag
+            br#"{"t":"reply"}"#,  // JSON is not an envelope
+        ];
+        for bytes in bad {
+            assert_eq!(
+                Envelope::decode(Bytes::from_static(bytes)),
+                None,
+                "{bytes:?}"
+            );
+        }
+        assert!(!Envelope::is_envelope(br#"{"t":"reply"}"#));
+        assert!(!Envelope::is_envelope(b""));
     }
 
     #[test]

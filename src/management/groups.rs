@@ -79,7 +79,7 @@ pub async fn broadcast(
             dropped = f.dropped,
             "broadcast"
         ),
-        None => info!(group, "broadcast published to every node"),
+        None => info!(group, "broadcast published to the backplane"),
     }
     Ok(StatusCode::ACCEPTED.into_response())
 }

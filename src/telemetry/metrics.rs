@@ -176,6 +176,63 @@ pub fn backplane_request(seconds: f64, outcome: &'static str) {
     histogram!("switchboard_backplane_request_seconds", "outcome" => outcome).record(seconds);
 }
 
+/// Which way a backplane message went: published by this node, or received by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Received from Redis.
+    In,
+    /// Published to Redis.
+    Out,
+}
+
+/// What a backplane message carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackplaneKind {
+    /// An operation on another node's connection.
+    Request,
+    /// The owner's answer to a request.
+    Reply,
+    /// A broadcast to one group's members.
+    Group,
+    /// A broadcast to every connection.
+    Broadcast,
+}
+
+/// One backplane message of `kind`, `bytes` long (as published, or as received), went
+/// `direction`. Handles are registered once: this runs per message.
+pub fn backplane_message(direction: Direction, kind: BackplaneKind, bytes: usize) {
+    type Handles = [[(Counter, Counter); 4]; 2];
+    static HANDLES: OnceLock<Handles> = OnceLock::new();
+    let handles = HANDLES.get_or_init(|| {
+        let pair = |direction: &'static str, kind: &'static str| {
+            (
+                counter!("switchboard_backplane_messages_total", "direction" => direction, "kind" => kind),
+                counter!("switchboard_backplane_bytes_total", "direction" => direction, "kind" => kind),
+            )
+        };
+        let kinds = |direction| {
+            ["request", "reply", "group", "broadcast"].map(|kind| pair(direction, kind))
+        };
+        [kinds("in"), kinds("out")]
+    });
+    let (messages, total) = &handles[direction as usize][kind as usize];
+    messages.increment(1);
+    total.increment(bytes as u64);
+}
+
+/// How many group channels this node is subscribed to now.
+pub fn backplane_group_subscriptions(n: usize) {
+    gauge!("switchboard_backplane_group_subscriptions").set(n as f64);
+}
+
+/// What this node remembers of other nodes, to reap them even if Redis forgets them:
+/// how many nodes and how many of their connection records (and those records' bytes).
+pub fn backplane_remembered(nodes: usize, connections: usize, bytes: usize) {
+    gauge!("switchboard_backplane_remembered_nodes").set(nodes as f64);
+    gauge!("switchboard_backplane_remembered_connections").set(connections as f64);
+    gauge!("switchboard_backplane_remembered_bytes").set(bytes as f64);
+}
+
 /// A configuration reload was attempted (`result` = ok | error).
 pub fn reload(result: &'static str) {
     counter!("switchboard_config_reloads_total", "result" => result).increment(1);

@@ -1,13 +1,34 @@
 //! Which nodes are alive: this node's lease, deciding whether a node that does not listen
-//! is gone, and reaping the nodes whose lease lapsed.
+//! is gone, and reaping the nodes whose lease lapsed — also when Redis lost everything in
+//! between.
 //!
-//! Owns the lease TTL, whether the last refresh succeeded, and the queue of dead nodes'
-//! connections for `$disconnect`. The decision about a silent owner is a pure function
-//! ([`verdict_on_missing_owner`]) so it can be tested without Redis.
+//! Owns the lease TTL, whether the last refresh succeeded, the queue of dead nodes'
+//! connections for `$disconnect`, and this node's **memory of the others**. The decisions
+//! are pure functions ([`verdict_on_missing_owner`], [`may_reap`]) so they can be tested
+//! without Redis.
+//!
+//! **Memory.** Every reaper pass (each half lease) reads which nodes exist (`nodes`, and
+//! the ones remembered), their leases and their records' version. A node whose lease is
+//! there is remembered; its connection records are re-read (`HSCAN`) when their version
+//! changed, at most once per [`reread_period`]. A remembered connection costs its record's
+//! JSON (about 200–400 bytes, more with a large authorizer context) plus 16 bytes; the
+//! gauges `switchboard_backplane_remembered_*` show the totals.
+//!
+//! **Reaping.** A node whose lease is missing, while Redis has been up for more than two
+//! lease TTLs (so every live node has had time to re-register after a restart), is dead.
+//! Every survivor that notices tries to claim it (`SET NX` on its reaper key, for
+//! [`Liveness::claim_ms`]); exactly one succeeds — Redis decides, also a Redis restarted
+//! empty, since all survivors talk to the same one. The claimant removes the node's records
+//! and fires `$disconnect` (1006) for each of its connections: from Redis's records when
+//! Redis still lists the node in `nodes`, else from its memory (Redis lost the node). Every
+//! survivor then forgets the node, the claimant after reaping and the others when their
+//! claim fails, so nobody fires twice. A node that shuts down gracefully takes its own
+//! claim on the way out, so survivors forget it without firing.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redis::AsyncCommands as _;
 use tokio::sync::mpsc;
@@ -19,8 +40,11 @@ use crate::cluster::{ConnectionRecord, DeliveryError};
 use crate::connections::now_ms;
 use crate::telemetry::metrics;
 
-/// How long a survivor's claim on cleaning up a dead node lasts (ms).
+/// How long a survivor's claim on cleaning up a dead node lasts at least (ms).
 const REAPER_CLAIM_MS: u64 = 30_000;
+
+/// Records read per `HSCAN` round trip when re-reading another node's records.
+const SCAN_COUNT: usize = 512;
 
 /// The lease and what happens to dead nodes.
 pub(super) struct Liveness {
@@ -30,17 +54,83 @@ pub(super) struct Liveness {
     pub(super) lease_ok: AtomicBool,
     /// Each connection of a reaped node, for `$disconnect`.
     deaths: mpsc::Sender<ConnectionRecord>,
+    /// Other nodes seen alive, by tag, with their connection records.
+    memory: Mutex<HashMap<String, Remembered>>,
+    /// The last version this node gave its own records (never repeats while it runs, so a
+    /// survivor never mistakes records rewritten after a Redis restart for ones it read).
+    version: AtomicU64,
+    /// When this process started (ms), the first half of every version.
+    started_ms: i64,
+}
+
+/// What a survivor knows of another node.
+#[derive(Debug, Default)]
+struct Remembered {
+    /// The version of the records last read (`None`: never read).
+    version: Option<String>,
+    /// When they were read.
+    read_at: Option<Instant>,
+    /// Its connection records, as the JSON Redis holds.
+    records: Vec<Box<str>>,
 }
 
 impl Liveness {
-    /// Not yet registered.
+    /// Not yet registered; nobody remembered.
     pub(super) fn new(ttl: Duration, deaths: mpsc::Sender<ConnectionRecord>) -> Self {
         Self {
             ttl,
             lease_ok: AtomicBool::new(false),
             deaths,
+            memory: Mutex::new(HashMap::new()),
+            version: AtomicU64::new(0),
+            started_ms: now_ms(),
         }
     }
+
+    /// How long a reaper claim lasts (ms): long enough for every survivor to try, and fail,
+    /// within it, even after a Redis restart (two lease TTLs of waiting, then a pass).
+    pub(super) fn claim_ms(&self) -> u64 {
+        REAPER_CLAIM_MS.max(4 * self.ttl.as_millis() as u64)
+    }
+
+    /// A new version for this node's records: `<start ms>.<counter>`, unique per process.
+    pub(super) fn next_version(&self) -> String {
+        let n = self.version.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{}.{n}", self.started_ms)
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, HashMap<String, Remembered>> {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The nodes remembered.
+    fn remembered(&self) -> Vec<String> {
+        self.memory().keys().cloned().collect()
+    }
+
+    /// Forgets a node (reaped, or someone else's to reap); returns its records.
+    fn forget(&self, tag: &str) -> Vec<Box<str>> {
+        let records = self.memory().remove(tag).map(|r| r.records);
+        self.report_memory();
+        records.unwrap_or_default()
+    }
+
+    /// Sets the `remembered` gauges.
+    fn report_memory(&self) {
+        let memory = self.memory();
+        let connections = memory.values().map(|r| r.records.len()).sum();
+        let bytes = memory
+            .values()
+            .flat_map(|r| &r.records)
+            .map(|json| json.len() + std::mem::size_of::<Box<str>>())
+            .sum();
+        metrics::backplane_remembered(memory.len(), connections, bytes);
+    }
+}
+
+/// How often, at most, a survivor re-reads the records of a node whose records changed.
+pub(super) fn reread_period(ttl: Duration) -> Duration {
+    ttl * 2
 }
 
 /// Nobody listens on an owner's inbox: is it gone? Only when Redis says its lease does not
@@ -53,10 +143,21 @@ pub(super) fn verdict_on_missing_owner(
     redis_uptime: Option<Duration>,
     lease_ttl: Duration,
 ) -> DeliveryError {
-    match (lease_exists, redis_uptime) {
-        (Some(false), Some(up)) if up > lease_ttl * 2 => DeliveryError::Gone,
-        _ => DeliveryError::Unavailable,
+    if may_reap(lease_exists, redis_uptime, lease_ttl) {
+        DeliveryError::Gone
+    } else {
+        DeliveryError::Unavailable
     }
+}
+
+/// Whether a node is dead: its lease is known to be missing and Redis has been up for more
+/// than two lease TTLs (a node alive through a Redis restart has re-registered by then).
+pub(super) fn may_reap(
+    lease_exists: Option<bool>,
+    redis_uptime: Option<Duration>,
+    lease_ttl: Duration,
+) -> bool {
+    matches!((lease_exists, redis_uptime), (Some(false), Some(up)) if up > lease_ttl * 2)
 }
 
 /// Redis's uptime from the text of `INFO server` (its `uptime_in_seconds:` line).
@@ -68,23 +169,27 @@ pub(super) fn uptime_from_info(info: &str) -> Option<Duration> {
 }
 
 impl RedisBackplane {
+    /// Redis's uptime (`None` if it cannot be read).
+    async fn redis_uptime(&self) -> Option<Duration> {
+        let info: Result<String, _> = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.conn())
+            .await;
+        info.ok().as_deref().and_then(uptime_from_info)
+    }
+
     /// Nobody listens on `target`'s inbox: gone, unless its lease lives or Redis has just
     /// restarted (nodes re-register within a lease refresh).
     pub(super) async fn owner_missing(&self, target: &str) -> DeliveryError {
         let mut conn = self.conn();
         let lease_exists = conn.exists::<_, bool>(self.keys.lease(target)).await.ok();
         let uptime = if lease_exists == Some(false) {
-            let info: Result<String, _> = redis::cmd("INFO")
-                .arg("server")
-                .query_async(&mut conn)
-                .await;
-            info.ok().as_deref().and_then(uptime_from_info)
+            self.redis_uptime().await
         } else {
             None
         };
         verdict_on_missing_owner(lease_exists, uptime, self.liveness.ttl)
     }
-
     /// Refreshes the lease every third of its TTL; re-registers everything when the lease
     /// was missing (Redis restarted or lost it) or a record write was lost.
     pub(super) async fn lease_keeper(self: Arc<Self>, shutdown: CancellationToken) {
@@ -145,14 +250,46 @@ impl RedisBackplane {
             if let Err(error) = self.reap_dead_nodes().await {
                 debug!(%error, "reaper pass failed");
             }
+            self.liveness.report_memory();
         }
     }
 
+    /// One pass: every node Redis lists or this node remembers, alive (remembered, its
+    /// records re-read if they changed) or dead (claimed and reaped, or forgotten).
     async fn reap_dead_nodes(&self) -> Result<(), redis::RedisError> {
         let mut conn = self.conn();
-        let tags: Vec<String> = conn.zrange(self.keys.nodes(), 0, -1).await?;
-        for tag in tags.iter().filter(|t| **t != self.tag) {
-            if conn.exists::<_, bool>(self.keys.lease(tag)).await? {
+        let registered: HashSet<String> = conn
+            .zrange::<_, Vec<String>>(self.keys.nodes(), 0, -1)
+            .await?
+            .into_iter()
+            .collect();
+        let mut tags: BTreeSet<String> = registered.iter().cloned().collect();
+        tags.extend(self.liveness.remembered());
+        tags.remove(&self.tag);
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let tags: Vec<String> = tags.into_iter().collect();
+        let mut pipe = redis::pipe();
+        for tag in &tags {
+            pipe.exists(self.keys.lease(tag));
+        }
+        let leases: Vec<bool> = pipe.query_async(&mut conn).await?;
+        let mut pipe = redis::pipe();
+        for tag in &tags {
+            pipe.get(self.keys.version(tag));
+        }
+        let versions: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        let mut uptime = None;
+        for ((tag, alive), version) in tags.iter().zip(leases).zip(versions) {
+            if alive {
+                self.remember(tag, version).await?;
+                continue;
+            }
+            if uptime.is_none() {
+                uptime = Some(self.redis_uptime().await);
+            }
+            if !may_reap(Some(false), uptime.flatten(), self.liveness.ttl) {
                 continue;
             }
             let claimed: Option<String> = redis::cmd("SET")
@@ -160,16 +297,75 @@ impl RedisBackplane {
                 .arg(&self.tag)
                 .arg("NX")
                 .arg("PX")
-                .arg(REAPER_CLAIM_MS)
+                .arg(self.liveness.claim_ms())
                 .query_async(&mut conn)
                 .await?;
-            if claimed.is_some() {
+            if claimed.is_none() {
+                // Another survivor reaps it (or it left gracefully): not ours to fire for.
+                self.liveness.forget(tag);
+                continue;
+            }
+            let remembered = self.liveness.forget(tag);
+            if registered.contains(tag) {
                 self.reap(tag).await?;
+            } else {
+                self.reap_remembered(tag, remembered).await?;
             }
         }
         Ok(())
     }
 
+    /// `tag`'s lease is there: remember the node, and re-read its records if their
+    /// `version` is not the one read (at most once per [`reread_period`]).
+    async fn remember(&self, tag: &str, version: Option<String>) -> Result<(), redis::RedisError> {
+        let due = {
+            let mut memory = self.liveness.memory();
+            let known = memory.entry(tag.to_owned()).or_default();
+            known.version != version
+                && known
+                    .read_at
+                    .is_none_or(|at| at.elapsed() >= reread_period(self.liveness.ttl))
+        };
+        if !due {
+            return Ok(());
+        }
+        // The version is read before the records: a change during the scan is read again.
+        let records = self.scan_records(tag).await?;
+        let mut memory = self.liveness.memory();
+        let known = memory.entry(tag.to_owned()).or_default();
+        known.version = version;
+        known.read_at = Some(Instant::now());
+        known.records = records;
+        Ok(())
+    }
+
+    /// Every connection record of `tag`, by `HSCAN` (a large node does not block Redis).
+    async fn scan_records(&self, tag: &str) -> Result<Vec<Box<str>>, redis::RedisError> {
+        let mut conn = self.conn();
+        let key = self.keys.conns(tag);
+        let mut records: HashMap<String, Box<str>> = HashMap::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, flat): (u64, Vec<String>) = redis::cmd("HSCAN")
+                .arg(&key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut conn)
+                .await?;
+            let mut pairs = flat.into_iter();
+            while let (Some(id), Some(json)) = (pairs.next(), pairs.next()) {
+                records.insert(id, json.into_boxed_str());
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(records.into_values().collect())
+    }
+
+    /// Removes a dead node Redis still lists, from Redis's records.
     async fn reap(&self, tag: &str) -> Result<(), redis::RedisError> {
         let mut conn = self.conn();
         let records: Vec<(String, String)> = conn.hgetall(self.keys.conns(tag)).await?;
@@ -180,22 +376,52 @@ impl RedisBackplane {
                 pipe.zrem(self.keys.members(group), id).ignore();
             }
         }
+        self.remove_node(&mut pipe, tag);
+        pipe.query_async::<()>(&mut conn).await?;
+        warn!(dead_node = %tag, connections = records.len(), "node lease lapsed: removed its connections");
+        let records = records.into_iter().map(|(_, json)| json.into_boxed_str());
+        self.fire_deaths(records).await;
+        Ok(())
+    }
+
+    /// Removes a dead node Redis no longer knows (it lost everything since this node read
+    /// the dead one's records), from this node's memory of it.
+    async fn reap_remembered(
+        &self,
+        tag: &str,
+        records: Vec<Box<str>>,
+    ) -> Result<(), redis::RedisError> {
+        // Whatever Redis may still hold of it goes too (its group memberships are gone
+        // with the restart).
+        let mut pipe = redis::pipe();
+        self.remove_node(&mut pipe, tag);
+        pipe.query_async::<()>(&mut self.conn()).await?;
+        warn!(dead_node = %tag, connections = records.len(), "node vanished while Redis lost its records: reaped it from memory");
+        self.fire_deaths(records.into_iter()).await;
+        Ok(())
+    }
+
+    /// Adds the commands that remove `tag`'s own keys and its `nodes` entry to `pipe`.
+    fn remove_node(&self, pipe: &mut redis::Pipeline, tag: &str) {
         pipe.del(self.keys.conns(tag))
             .ignore()
             .del(self.keys.ids(tag))
             .ignore()
             .del(self.keys.memberships(tag))
             .ignore()
+            .del(self.keys.version(tag))
+            .ignore()
             .zrem(self.keys.nodes(), tag)
             .ignore();
-        pipe.query_async::<()>(&mut conn).await?;
-        warn!(dead_node = %tag, connections = records.len(), "node lease lapsed: removed its connections");
-        for (_, json) in records {
+    }
+
+    /// Queues a `$disconnect` for each record.
+    async fn fire_deaths(&self, records: impl Iterator<Item = Box<str>>) {
+        for json in records {
             if let Ok(record) = serde_json::from_str::<ConnectionRecord>(&json) {
                 let _ = self.liveness.deaths.send(record).await;
             }
         }
-        Ok(())
     }
 }
 
@@ -234,6 +460,20 @@ mod tests {
             Unavailable
         );
         assert_eq!(verdict_on_missing_owner(Some(false), secs(121), long), Gone);
+    }
+
+    #[test]
+    fn versions_never_repeat_and_claims_outlast_the_wait_after_a_restart() {
+        let (deaths, _rx) = mpsc::channel(1);
+        let liveness = Liveness::new(Duration::from_millis(1500), deaths);
+        let versions: HashSet<String> = (0..1000).map(|_| liveness.next_version()).collect();
+        assert_eq!(versions.len(), 1000);
+        assert_eq!(liveness.claim_ms(), REAPER_CLAIM_MS);
+        let (deaths, _rx) = mpsc::channel(1);
+        let long = Liveness::new(Duration::from_secs(60), deaths);
+        // Longer than the two TTLs a survivor waits after a Redis restart, plus a pass.
+        assert_eq!(long.claim_ms(), 240_000);
+        assert!(long.claim_ms() > 2 * 60_000 + 30_000);
     }
 
     #[test]

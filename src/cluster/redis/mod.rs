@@ -3,6 +3,8 @@
 //!
 //! - `requests`: requests to other nodes and their replies, broadcasts, and this node's
 //!   subscriber, which dispatches what arrives (a request runs through [`ops::apply`]).
+//! - `interest`: which group channels this node is subscribed to (those of the groups it
+//!   holds members of), settled on every join and leave.
 //! - `records`: the background record writer and the resync that rewrites everything.
 //! - `liveness`: this node's lease, deciding whether a silent owner is gone, and reaping
 //!   dead nodes.
@@ -15,6 +17,11 @@
 //!
 //! Semantics:
 //!
+//! - **Subscriptions**: a node listens on its own inbox, the broadcast channel (broadcasts
+//!   to every connection) and the channel of each group it holds a member of. A group
+//!   broadcast is published once on the group's channel, so Redis writes it once per
+//!   interested node and no other node decodes it. A join answers once its node's
+//!   subscription is confirmed, so a broadcast sent after the answer reaches the member.
 //! - **Requests** (POST, GET, DELETE, join, leave on a remote connection) are published to
 //!   the owner's inbox channel; the owner runs them on its local state and publishes the
 //!   typed result to the asker's inbox. No subscriber on the owner's inbox means the owner
@@ -28,12 +35,15 @@
 //!   that stays for the whole listing appears exactly once.
 //! - **Leases** are refreshed every third of their TTL with `SET … XX`; finding the lease
 //!   missing means Redis lost it, and the node re-registers all it holds.
-//! - **Reaping**: each node looks for nodes in `nodes` whose lease is gone; the first to
-//!   claim one removes its records and memberships and fires `$disconnect` (1006) for each
-//!   of its connections.
+//! - **Reaping**: each node looks for nodes whose lease is gone — those in `nodes`, and
+//!   those it remembers having seen alive (with their connection records), so a node that
+//!   died shortly before Redis lost everything is still reaped. The first to claim one
+//!   (`SET NX` on its reaper key) removes its records and memberships and fires
+//!   `$disconnect` (1006) for each of its connections.
 //!
 //! [`ops::apply`]: super::ops::apply
 
+mod interest;
 mod listings;
 mod liveness;
 mod records;
@@ -44,7 +54,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use redis::AsyncCommands as _;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,6 +64,7 @@ use super::NodeDeaths;
 use super::keys::{self, Keys};
 use super::local::Local;
 use crate::config::ClusterSettings;
+use crate::telemetry::metrics::{self, BackplaneKind, Direction};
 
 /// The connection every job uses: a multiplexed connection that reconnects by itself.
 type Conn = ConnectionManager;
@@ -75,6 +86,8 @@ pub struct RedisBackplane {
     local: Arc<Local>,
     /// Requests in flight and the subscriber's state.
     requests: requests::Requests,
+    /// Which group channels this node is subscribed to.
+    interest: interest::Interest,
     /// The record writer's queue and whether a write was lost.
     records: records::RecordWriter,
     /// The lease and what happens to dead nodes.
@@ -117,6 +130,7 @@ impl RedisBackplane {
             conn,
             local,
             requests: requests::Requests::new(Duration::from_millis(settings.request_timeout_ms)),
+            interest: interest::Interest::new(Duration::from_millis(settings.request_timeout_ms)),
             records,
             liveness: liveness::Liveness::new(Duration::from_millis(settings.lease_ttl_ms), deaths),
             tracker: tracker.clone(),
@@ -141,7 +155,9 @@ impl RedisBackplane {
     }
 
     /// Removes this node's registration (after a graceful shutdown closed its connections,
-    /// so no survivor fires `$disconnect` for them again).
+    /// so no survivor fires `$disconnect` for them again). It also holds its own reaper
+    /// claim for a while: survivors that remember this node find the claim taken and
+    /// forget it instead of reaping it.
     pub async fn deregister(&self) {
         let mut conn = self.conn();
         let mut pipe = redis::pipe();
@@ -149,7 +165,13 @@ impl RedisBackplane {
             .del(self.keys.conns(&self.tag))
             .del(self.keys.ids(&self.tag))
             .del(self.keys.memberships(&self.tag))
+            .del(self.keys.version(&self.tag))
             .zrem(self.keys.nodes(), &self.tag);
+        pipe.cmd("SET")
+            .arg(self.keys.reaper(&self.tag))
+            .arg("deregistered")
+            .arg("PX")
+            .arg(self.liveness.claim_ms());
         if let Err(error) = pipe.query_async::<()>(&mut conn).await {
             warn!(%error, "could not deregister from Redis");
         }
@@ -162,17 +184,27 @@ impl RedisBackplane {
         self.conn.clone()
     }
 
-    /// Publishes `message` on `channel`; returns how many subscribers received it.
-    async fn publish(&self, channel: String, message: String) -> Result<i64, redis::RedisError> {
-        self.conn().publish(channel, message).await
+    /// Publishes `message` (a `kind` of message, for the metrics) on `channel`; returns how
+    /// many subscribers received it.
+    async fn publish(
+        &self,
+        channel: String,
+        message: &[u8],
+        kind: BackplaneKind,
+    ) -> Result<i64, redis::RedisError> {
+        let receivers = self.conn().publish(channel, message).await?;
+        metrics::backplane_message(Direction::Out, kind, message.len());
+        Ok(receivers)
     }
 
-    /// A new pub/sub connection subscribed to `channels`.
-    async fn subscribe(&self, channels: &[String]) -> Result<PubSub, redis::RedisError> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        for channel in channels {
-            pubsub.subscribe(channel).await?;
-        }
-        Ok(pubsub)
+    /// A new pub/sub connection subscribed to `channels` (confirmed), split: the sink
+    /// (un)subscribes more channels while the stream is read.
+    async fn subscribe(
+        &self,
+        channels: &[String],
+    ) -> Result<(PubSubSink, PubSubStream), redis::RedisError> {
+        let (mut sink, stream) = self.client.get_async_pubsub().await?.split();
+        sink.subscribe(channels).await?;
+        Ok((sink, stream))
     }
 }

@@ -1,6 +1,9 @@
 //! This node's records in Redis: connection records, ids and memberships, written by one
 //! background writer, and the resync that rewrites all of them from local state.
 //!
+//! Every write also sets the node's records version (`<p>:{n.<tag>}:version`), which
+//! survivors compare to decide whether to re-read the records they remember.
+//!
 //! Owns the writer's bounded queue and the dirty flag. Callers never wait on Redis: a
 //! write that cannot be queued, or a pipeline that fails, marks the node dirty, and the
 //! next lease refresh ([`liveness`](super::liveness)) runs [`RedisBackplane::resync`].
@@ -138,6 +141,9 @@ impl RedisBackplane {
                     }
                 }
             }
+            // Survivors re-read this node's records when the version changes.
+            pipe.set(self.keys.version(&self.tag), self.liveness.next_version())
+                .ignore();
             let mut conn = self.conn();
             if let Err(error) = pipe.query_async::<()>(&mut conn).await {
                 debug!(%error, "record write failed; will resync");
@@ -217,6 +223,12 @@ impl RedisBackplane {
                     .clone(),
             );
         }
+        commands.push(
+            redis::cmd("SET")
+                .arg(self.keys.version(&self.tag))
+                .arg(self.liveness.next_version())
+                .clone(),
+        );
         commands.push(
             redis::cmd("SET")
                 .arg(self.keys.lease(&self.tag))

@@ -1,9 +1,12 @@
 //! Requests to other nodes and their replies, broadcasts, and this node's subscriber.
 //!
 //! Owns the requests in flight (by number, until their reply arrives or they time out) and
-//! the subscription to this node's inbox and the broadcast channel. A request from another
-//! node runs through [`ops::apply`], the function local callers use; its typed result goes
-//! back on the asker's inbox. It must not turn results into HTTP statuses.
+//! the subscriber: one pub/sub connection listening on this node's inbox, the broadcast
+//! channel and the channels of the groups it holds members of
+//! ([`interest`](super::interest) manages those). A request from another node runs through
+//! [`ops::apply`], the function local callers use (a join then waits for its group's
+//! subscription, as a local join does); its typed result goes back on the asker's inbox.
+//! It must not turn results into HTTP statuses.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,11 +20,11 @@ use tracing::{debug, info, warn};
 
 use super::RedisBackplane;
 use super::keys;
-use crate::cluster::DeliveryError;
 use crate::cluster::ops::{self, Op, Outcome};
-use crate::cluster::wire::{Payload, Wire, WireOp};
+use crate::cluster::wire::{Envelope, Wire, WireOp};
+use crate::cluster::{DeliveryError, GroupName};
 use crate::connections::ConnectionId;
-use crate::telemetry::metrics;
+use crate::telemetry::metrics::{self, BackplaneKind, Direction};
 
 /// A request waiting for its reply.
 type Pending = oneshot::Sender<Result<Outcome, DeliveryError>>;
@@ -76,7 +79,7 @@ impl RedisBackplane {
             pending: &self.requests.pending,
             req,
         };
-        let message = serde_json::to_string(&Wire::Request {
+        let message = serde_json::to_vec(&Wire::Request {
             from: self.tag.clone(),
             req,
             conn: id.to_string(),
@@ -84,7 +87,7 @@ impl RedisBackplane {
         })
         .map_err(|_| DeliveryError::Unavailable)?;
         let receivers = self
-            .publish(self.keys.inbox(&target), message)
+            .publish(self.keys.inbox(&target), &message, BackplaneKind::Request)
             .await
             .map_err(|_| DeliveryError::Unavailable)?;
         if receivers == 0 {
@@ -96,26 +99,46 @@ impl RedisBackplane {
         }
     }
 
-    /// Publishes a broadcast for every node (this one included).
+    /// Runs `op` on a connection of this node ([`ops::apply`]), then settles the interest
+    /// a join or leave changed: a join answers once this node is subscribed to the group.
+    pub async fn apply(&self, id: &ConnectionId, op: Op) -> Result<Outcome, DeliveryError> {
+        let change = op.group_change().map(|(g, joins)| (g.clone(), joins));
+        let outcome = ops::apply(&self.local, &self.records, id, op)?;
+        if let Some((group, joins)) = change {
+            self.after_membership(&group, joins).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// After a join or leave of `group` ran here: settles the group's interest. A join fails
+    /// ("unavailable") when its subscription could not be made; a leave never fails for it.
+    async fn after_membership(&self, group: &GroupName, joins: bool) -> Result<(), DeliveryError> {
+        let settled = self.settle_interest(group.as_str()).await;
+        if joins { settled } else { Ok(()) }
+    }
+
+    /// Publishes a broadcast, encoded once: to a group's channel (reaching only the nodes
+    /// that hold a member; none is fine), or to every node on the broadcast channel.
     pub async fn publish_broadcast(
         &self,
-        group: Option<&str>,
-        payload: Payload,
+        group: Option<&GroupName>,
+        message: &tokio_tungstenite::tungstenite::Message,
     ) -> Result<(), DeliveryError> {
-        let message = serde_json::to_string(&Wire::Broadcast {
-            from: self.tag.clone(),
-            group: group.map(str::to_owned),
-            payload,
-        })
-        .map_err(|_| DeliveryError::Unavailable)?;
-        self.publish(self.keys.broadcast(), message)
+        let envelope = Envelope::encode(group, message).ok_or(DeliveryError::Malformed)?;
+        let (channel, kind) = match group {
+            Some(g) => (self.keys.group_channel(g.as_str()), BackplaneKind::Group),
+            None => (self.keys.broadcast(), BackplaneKind::Broadcast),
+        };
+        self.publish(channel, &envelope, kind)
             .await
             .map(drop)
             .map_err(|_| DeliveryError::Unavailable)
     }
 
-    /// Keeps a subscription to this node's inbox and the broadcast channel, reconnecting
-    /// with backoff, and dispatches what arrives.
+    /// Keeps the subscriber connected, reconnecting with backoff, and dispatches what
+    /// arrives. After each (re)connect it subscribes to this node's inbox, the broadcast
+    /// channel and every group channel it has members for, and only then reports itself
+    /// subscribed.
     pub(super) async fn subscriber(self: Arc<Self>, shutdown: CancellationToken) {
         let channels = [self.keys.inbox(&self.tag), self.keys.broadcast()];
         let mut backoff = Duration::from_millis(100);
@@ -125,24 +148,36 @@ impl RedisBackplane {
                 a = tokio::time::timeout(Duration::from_secs(2), self.subscribe(&channels)) => a,
             };
             match attempt {
-                Ok(Ok(pubsub)) => {
-                    backoff = Duration::from_millis(100);
-                    self.requests.subscribed.store(true, Ordering::Relaxed);
-                    info!(node = %self.tag, "backplane subscribed");
-                    let mut messages = pubsub.into_on_message();
-                    loop {
-                        let message = tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            m = messages.next() => m,
-                        };
-                        let Some(message) = message else { break };
-                        match serde_json::from_slice::<Wire>(message.get_payload_bytes()) {
-                            Ok(wire) => self.dispatch(wire),
-                            Err(error) => warn!(%error, "unreadable backplane message"),
+                Ok(Ok((sink, mut messages))) => {
+                    let generation = self.interest.attach(sink);
+                    let resubscribed = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        ok = self.resubscribe_all() => ok && self.interest.is_current(generation),
+                    };
+                    if resubscribed {
+                        backoff = Duration::from_millis(100);
+                        self.requests.subscribed.store(true, Ordering::Relaxed);
+                        info!(node = %self.tag, groups = self.local.group_names().len(), "backplane subscribed");
+                        loop {
+                            let message = tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                _ = self.interest.broken.notified() => {
+                                    if self.interest.is_current(generation) {
+                                        continue;
+                                    }
+                                    break;
+                                }
+                                m = messages.next() => m,
+                            };
+                            let Some(message) = message else { break };
+                            self.receive(message.get_payload_bytes());
                         }
+                        self.requests.subscribed.store(false, Ordering::Relaxed);
+                        warn!(node = %self.tag, "backplane subscription lost; reconnecting");
+                    } else {
+                        debug!("group resubscription failed");
                     }
-                    self.requests.subscribed.store(false, Ordering::Relaxed);
-                    warn!(node = %self.tag, "backplane subscription lost; reconnecting");
+                    self.interest.detach(generation);
                 }
                 Ok(Err(error)) => debug!(%error, "backplane subscribe failed"),
                 Err(_) => debug!("backplane subscribe timed out"),
@@ -155,6 +190,43 @@ impl RedisBackplane {
         }
     }
 
+    /// One message from the subscriber: a broadcast envelope, or a request or reply (JSON).
+    fn receive(self: &Arc<Self>, payload: &[u8]) {
+        if Envelope::is_envelope(payload) {
+            // One copy out of the client's buffer; every recipient shares it.
+            match Envelope::decode(bytes::Bytes::copy_from_slice(payload)) {
+                Some(Envelope { group, message }) => {
+                    let kind = match group {
+                        Some(_) => BackplaneKind::Group,
+                        None => BackplaneKind::Broadcast,
+                    };
+                    metrics::backplane_message(Direction::In, kind, payload.len());
+                    let fanout = self
+                        .local
+                        .broadcast(group.as_ref().map(GroupName::as_str), &message);
+                    debug!(
+                        delivered = fanout.delivered,
+                        dropped = fanout.dropped,
+                        "broadcast delivered"
+                    );
+                }
+                None => warn!("unreadable backplane broadcast"),
+            }
+            return;
+        }
+        match serde_json::from_slice::<Wire>(payload) {
+            Ok(wire) => {
+                let kind = match wire {
+                    Wire::Request { .. } => BackplaneKind::Request,
+                    Wire::Reply { .. } => BackplaneKind::Reply,
+                };
+                metrics::backplane_message(Direction::In, kind, payload.len());
+                self.dispatch(wire);
+            }
+            Err(error) => warn!(%error, "unreadable backplane message"),
+        }
+    }
+
     fn dispatch(self: &Arc<Self>, wire: Wire) {
         match wire {
             Wire::Request {
@@ -163,19 +235,31 @@ impl RedisBackplane {
                 conn,
                 op,
             } => {
-                let result = match ConnectionId::parse(&conn) {
+                // Applied here, in arrival order; a join's subscription is awaited before
+                // the reply, off the subscriber's loop.
+                let (result, change) = match ConnectionId::parse(&conn) {
                     // A name no node gives out: no such connection.
-                    None => Err(DeliveryError::Gone),
-                    Some(id) => op
-                        .into_op()
-                        .and_then(|op| ops::apply(&self.local, &self.records, &id, op)),
+                    None => (Err(DeliveryError::Gone), None),
+                    Some(id) => match op.into_op() {
+                        Err(e) => (Err(e), None),
+                        Ok(op) => {
+                            let change = op.group_change().map(|(g, joins)| (g.clone(), joins));
+                            (ops::apply(&self.local, &self.records, &id, op), change)
+                        }
+                    },
                 };
-                let reply = Wire::Reply { req, result };
                 let channel = self.keys.inbox(&from);
                 let this = self.clone();
                 self.tracker.spawn(async move {
-                    if let Ok(text) = serde_json::to_string(&reply) {
-                        let _ = this.publish(channel, text).await;
+                    let result = match (result, change) {
+                        (Ok(outcome), Some((group, joins))) => {
+                            this.after_membership(&group, joins).await.map(|()| outcome)
+                        }
+                        (result, _) => result,
+                    };
+                    let reply = Wire::Reply { req, result };
+                    if let Ok(bytes) = serde_json::to_vec(&reply) {
+                        let _ = this.publish(channel, &bytes, BackplaneKind::Reply).await;
                     }
                 });
             }
@@ -184,16 +268,21 @@ impl RedisBackplane {
                     let _ = tx.send(result);
                 }
             }
-            Wire::Broadcast { group, payload, .. } => {
-                if let Some(message) = payload.into_message() {
-                    let fanout = self.local.broadcast(group.as_deref(), &message);
-                    debug!(
-                        delivered = fanout.delivered,
-                        dropped = fanout.dropped,
-                        "broadcast delivered"
-                    );
-                }
+        }
+    }
+
+    /// Settles the groups a closed connection left (those now without a local member are
+    /// unsubscribed), in the background.
+    pub fn groups_left(self: &Arc<Self>, groups: &[Arc<str>]) {
+        for group in groups {
+            if self.local.has_members(group) {
+                continue;
             }
+            let this = self.clone();
+            let group = group.clone();
+            self.tracker.spawn(async move {
+                let _ = this.settle_interest(&group).await;
+            });
         }
     }
 }
