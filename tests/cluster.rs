@@ -12,36 +12,6 @@ use reqwest::Method;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Starts `n` nodes on `redis` with `extra` config and waits until each is subscribed and
-/// registered.
-async fn nodes(redis: &RedisServer, n: usize, extra: &str) -> Vec<Gateway> {
-    let config = cluster_config(redis, &format!("{WHOAMI}{extra}"));
-    let mut gws = Vec::new();
-    for _ in 0..n {
-        gws.push(Gateway::start(&config).await);
-    }
-    for gw in &gws {
-        gw.wait_backplane_ready().await;
-    }
-    gws
-}
-
-/// Polls `f` every 50 ms until it returns `Some` (at most `limit`).
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v

@@ -30,7 +30,7 @@ mod redis;
 pub use backend::{Backend, ChatBackend, Received, Responder};
 #[allow(unused_imports)]
 pub use client::{
-    Client, expect_close, expect_silence, next_message, next_text, test_ca_connector,
+    Client, eventually, expect_close, expect_silence, next_message, next_text, test_ca_connector,
 };
 #[allow(unused_imports)]
 pub use endpoints::Endpoints;
@@ -45,4 +45,4 @@ pub use inprocess::InProcess;
 #[allow(unused_imports)]
 pub use management::{list_pages, sample};
 #[allow(unused_imports)]
-pub use redis::{RedisServer, cluster_config, node_of};
+pub use redis::{RedisServer, cluster_config, node_of, nodes};

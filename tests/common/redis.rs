@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::base_config;
+use super::{Gateway, WHOAMI, base_config};
 
 /// A real `redis-server` on a free port in a temporary directory, nothing kept on disk.
 /// It can be stopped and started again on the same port (empty, as after a restart).
@@ -116,4 +116,18 @@ pub fn node_of(connection_id: &str) -> String {
         .decode(connection_id)
         .unwrap_or_else(|e| panic!("connection id {connection_id:?} is not base64url: {e}"));
     bytes[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Starts `n` nodes on `redis` with `extra` config and waits until each is subscribed and
+/// registered.
+pub async fn nodes(redis: &RedisServer, n: usize, extra: &str) -> Vec<Gateway> {
+    let config = cluster_config(redis, &format!("{WHOAMI}{extra}"));
+    let mut gws = Vec::new();
+    for _ in 0..n {
+        gws.push(Gateway::start(&config).await);
+    }
+    for gw in &gws {
+        gw.wait_backplane_ready().await;
+    }
+    gws
 }
