@@ -68,44 +68,53 @@ impl Local {
     }
 
     /// Adds a local connection to `group`; `Ok(false)` if it was already a member.
+    ///
+    /// The connection's own group list and the group index change under one lock (the
+    /// list's mutex, then the index's shard: always in that order), and a connection that
+    /// is closing is gone: so a join racing a leave or the connection's close can never
+    /// leave the index holding a member the list does not (which nothing would remove).
     pub fn join(&self, group: &GroupName, id: &ConnectionId) -> Result<bool, SendError> {
         let handle = self.registry.get(id).ok_or(SendError::Gone)?;
         let name: Arc<str> = group.as_str().into();
-        {
-            let mut joined = handle
-                .shared
-                .groups
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if joined.iter().any(|g| **g == *name) {
-                return Ok(false);
-            }
-            joined.push(name.clone());
+        let mut joined = handle
+            .shared
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if handle.shared.outbox.is_closed() {
+            return Err(SendError::Gone);
         }
-        self.groups.entry(name).or_default().insert(*id, handle);
+        if joined.iter().any(|g| **g == *name) {
+            return Ok(false);
+        }
+        joined.push(name.clone());
+        self.groups
+            .entry(name)
+            .or_default()
+            .insert(*id, handle.clone());
         Ok(true)
     }
 
     /// Removes a local connection from `group`; `Ok(false)` if it was not a member.
     pub fn leave(&self, group: &GroupName, id: &ConnectionId) -> Result<bool, SendError> {
         let handle = self.registry.get(id).ok_or(SendError::Gone)?;
-        let was_member = {
-            let mut joined = handle
-                .shared
-                .groups
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let before = joined.len();
-            joined.retain(|g| **g != *group.as_str());
-            before != joined.len()
-        };
+        let mut joined = handle
+            .shared
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let before = joined.len();
+        joined.retain(|g| **g != *group.as_str());
+        let was_member = before != joined.len();
         self.remove_member(group.as_str(), id);
         Ok(was_member)
     }
 
-    /// Removes a closing connection from every group; returns the groups it was in.
+    /// Removes a closing connection from every group; returns the groups it was in. Its
+    /// outbox is closed first (by the caller), so no join can add it back meanwhile.
     pub fn leave_all(&self, shared: &ConnShared) -> Vec<Arc<str>> {
-        let groups = std::mem::take(&mut *shared.groups.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut joined = shared.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let groups = std::mem::take(&mut *joined);
         for group in &groups {
             self.remove_member(group, &shared.info.id);
         }

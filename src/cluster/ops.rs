@@ -245,6 +245,23 @@ mod tests {
     }
 
     #[test]
+    fn a_closing_connection_cannot_join_and_leaves_no_member_behind() {
+        let (local, shared) = node();
+        let id = shared.info.id;
+        let log = Log::default();
+        assert!(apply(&local, &log, &id, Op::Join(group("a"))).is_ok());
+        assert!(local.has_members("a"));
+        // What closing a connection does, in its order: the outbox first, then its groups.
+        shared.outbox.close();
+        assert_eq!(
+            apply(&local, &log, &id, Op::Join(group("b"))),
+            Err(DeliveryError::Gone)
+        );
+        assert_eq!(local.leave_all(&shared), vec![Arc::<str>::from("a")]);
+        assert!(!local.has_members("a") && !local.has_members("b"));
+    }
+
+    #[test]
     fn unknown_and_foreign_ids_are_gone() {
         let (local, _) = node();
         let log = Log::default();

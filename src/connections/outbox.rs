@@ -101,6 +101,11 @@ impl Outbox {
         state.frames = VecDeque::new();
     }
 
+    /// Whether the session has ended (frames are refused).
+    pub fn is_closed(&self) -> bool {
+        self.state().closed
+    }
+
     /// Payload bytes waiting.
     pub fn queued_bytes(&self) -> usize {
         self.state().bytes

@@ -109,16 +109,48 @@ async fn accept_or_reject(
         request_id: &request_id,
         connect_latency_ms: connected.latency_ms,
     };
-    let shared = state.open_connection(&api, info, accepted);
+    let opened = Unclaimed {
+        state,
+        shared: state.open_connection(&api, info, accepted),
+        claimed: false,
+    };
     let groups = &connected.groups;
     state
         .cluster
-        .change_groups(&shared.info.id, &groups.join, &groups.leave)
+        .change_groups(&opened.shared.info.id, &groups.join, &groups.leave)
         .await;
-    info!(parent: &span, stage = %shared.info.stage, "connected");
+    info!(parent: &span, stage = %opened.shared.info.stage, "connected");
 
+    let shared = opened.claim();
     spawn_session(state, api, shared, hyper::upgrade::on(&mut request), permit);
     Ok(response)
+}
+
+/// A connection the handshake opened that no session has taken yet. If the handshake is
+/// dropped before the session takes it (its deadline, shutdown, or the client hanging up
+/// while `$connect`'s groups are joined), dropping this closes the connection, so it is
+/// deregistered and its `$disconnect` fires, as for any other close.
+struct Unclaimed<'a> {
+    state: &'a AppState,
+    shared: Arc<ConnShared>,
+    claimed: bool,
+}
+
+impl Unclaimed<'_> {
+    /// Hands the connection to its session.
+    fn claim(mut self) -> Arc<ConnShared> {
+        self.claimed = true;
+        self.shared.clone()
+    }
+}
+
+impl Drop for Unclaimed<'_> {
+    fn drop(&mut self) {
+        if !self.claimed {
+            self.state
+                .close_connection(&self.shared, Close::abnormal("Handshake abandoned"));
+        }
+    }
 }
 
 /// What admission established: the stage, the `Sec-WebSocket-Key`, and the throttles'

@@ -93,7 +93,7 @@ impl AppState {
     }
 
     /// The DISCONNECT line and the `$disconnect` call (best effort, in the background;
-    /// tracked, so shutdown waits for it).
+    /// tracked, so shutdown waits for it; at most [`super::DISCONNECT_CALLS`] at once).
     fn disconnected(&self, shared: Arc<ConnShared>, close: Close) {
         let api = self.api();
         let request_id = request_id();
@@ -104,8 +104,14 @@ impl AppState {
         let Some(route) = api.routes.disconnect().cloned() else {
             return;
         };
+        let calls = self.disconnect_calls.clone();
         self.tracker.spawn(
             async move {
+                // A mass close (shutdown, a dead node, a drain) waits here rather than
+                // flooding the backend, or overflowing a lambda function's queue.
+                let Ok(_call) = calls.acquire_owned().await else {
+                    return;
+                };
                 let event = Event::disconnect(&shared.info, &api.id, &request_id, &close);
                 if let Err(error) = route.integration.call(&event, None).await {
                     warn!(%request_id, %error, "$disconnect integration failed");

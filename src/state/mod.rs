@@ -22,6 +22,9 @@ use crate::connections::NodeTag;
 use crate::integrations::http::{HttpClient, build_client};
 use crate::telemetry::access_log::AccessLog;
 
+/// Most `$disconnect` integration calls in flight at once (the rest wait their turn).
+pub const DISCONNECT_CALLS: usize = 32;
+
 /// Everything connections and management calls share.
 #[derive(Debug)]
 pub struct AppState {
@@ -45,6 +48,9 @@ pub struct AppState {
     pub access_log: Option<AccessLog>,
     /// Spawns and tracks every connection and background task.
     pub tracker: TaskTracker,
+    /// Permits for `$disconnect` calls in flight ([`DISCONNECT_CALLS`]): a mass close
+    /// queues its calls here (one small task each) instead of sending them all at once.
+    disconnect_calls: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the node shuts down; sessions hold child tokens.
     pub shutdown: CancellationToken,
     /// The shared HTTP client (kept for building integrations on reload).
@@ -74,6 +80,7 @@ impl AppState {
             stop_accepting: CancellationToken::new(),
             limits: Arc::new(crate::throttle::Limits::new(&settings.limits)),
             tracker,
+            disconnect_calls: Arc::new(tokio::sync::Semaphore::new(DISCONNECT_CALLS)),
             shutdown,
             http,
         })
