@@ -713,3 +713,35 @@ async fn idle_backend_connections_close_after_the_idle_timeout() {
     );
     assert_serving(&mut gw).await;
 }
+
+/// When many connections close at once, at most 32 `$disconnect` calls are in flight per
+/// node: with a backend that answers each after 300 ms, no more than 32 calls arrive before
+/// the first answers, and every one arrives in the end.
+#[tokio::test]
+async fn disconnect_calls_of_a_mass_close_are_bounded_in_flight() {
+    const IN_FLIGHT: usize = 32;
+    let (mut gw, backend, _) = disconnect_gateway("").await;
+    let n = 100;
+    let mut open = Vec::with_capacity(n);
+    for _ in 0..n {
+        open.push(Raw::websocket(gw.client_addr).await);
+    }
+    drop(open);
+    backend.next().await;
+    let first = std::time::Instant::now();
+    let mut early = 1;
+    for _ in 1..n {
+        backend.next().await;
+        // The first calls answer 300 ms after they arrived; before that, no permit is free.
+        if first.elapsed() < Duration::from_millis(200) {
+            early += 1;
+        }
+    }
+    eprintln!("{early} of {n} $disconnect calls arrived within 200 ms of the first");
+    assert!(
+        early <= IN_FLIGHT,
+        "{early} calls in flight at once; at most {IN_FLIGHT} expected"
+    );
+    assert_no_sessions_left(&gw).await;
+    assert_serving(&mut gw).await;
+}
