@@ -15,16 +15,6 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 
-const WHOAMI: &str = r#"
-[routes.whoami]
-integration = "whoami"
-two_way = true
-
-[integrations.whoami]
-type = "mock"
-template = '{"connectionId": "$context.connectionId"}'
-"#;
-
 /// `$connect`, `$default` and `$disconnect` all call `backend` (proxy mode); `client`
 /// goes into `[client]`.
 fn config(backend: &Backend, client: &str) -> String {

@@ -191,16 +191,6 @@ async fn whoami(ws: &mut Client) -> String {
     v["connectionId"].as_str().unwrap().to_owned()
 }
 
-const WHOAMI: &str = r#"
-[routes.whoami]
-integration = "whoami"
-two_way = true
-
-[integrations.whoami]
-type = "mock"
-template = '{"connectionId": "$context.connectionId"}'
-"#;
-
 /// A config whose `$connect` route calls `url`; `extra` goes inside `[integrations.conn]`.
 fn connect_config(url: &str, extra: &str) -> String {
     format!(

@@ -16,17 +16,6 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
 
-/// The `whoami` route `connect_with_id` needs.
-const WHOAMI: &str = r#"
-[routes.whoami]
-integration = "whoami"
-two_way = true
-
-[integrations.whoami]
-type = "mock"
-template = '{"connectionId": "$context.connectionId"}'
-"#;
-
 /// The body of the developer guide's selection-expression table.
 const DG_BODY: &str = r#"{"service":"chat","action":"join","data":{"room":"room1234"}}"#;
 
