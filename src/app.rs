@@ -40,7 +40,14 @@ pub fn build(
         &tracker,
         shutdown.clone(),
     )
-    .map_err(|e| ConfigError::invalid("cluster.redis_url", e.to_string()))?;
+    .map_err(|e| {
+        let key = if settings.cluster.redis_cluster_nodes.is_empty() {
+            "cluster.redis_url"
+        } else {
+            "cluster.redis_cluster_nodes"
+        };
+        ConfigError::invalid(key, e.to_string())
+    })?;
     let state = Arc::new(AppState::new(settings, cluster, tracker, shutdown)?);
     wire_node_deaths(&state, node_deaths);
     Ok(state)

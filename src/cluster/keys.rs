@@ -78,6 +78,13 @@ impl Keys {
     pub fn group_channel(&self, group: &str) -> String {
         format!("{}:{{g.{group}}}:bcast", self.prefix)
     }
+    /// The group whose broadcast channel `channel` is (`None` for any other channel).
+    pub fn group_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":{g.")?
+            .strip_suffix("}:bcast")
+    }
 }
 
 /// A node tag's text form, as used in keys.

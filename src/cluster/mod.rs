@@ -200,7 +200,7 @@ pub struct Cluster {
 pub type NodeDeaths = tokio::sync::mpsc::Receiver<ConnectionRecord>;
 
 impl Cluster {
-    /// Starts this node's cluster: in memory, or on Redis when `cluster.redis_url` is set
+    /// Starts this node's cluster: in memory, or on Redis when `cluster.redis_url` or `cluster.redis_cluster_nodes` is set
     /// (connecting lazily, its tasks spawned through `tracker` until `shutdown`).
     pub fn start(
         settings: &ClusterSettings,
@@ -209,7 +209,7 @@ impl Cluster {
         shutdown: CancellationToken,
     ) -> Result<(Self, NodeDeaths), ::redis::RedisError> {
         let local = Arc::new(Local::new(node));
-        let (backplane, deaths) = if settings.redis_url.expose().is_empty() {
+        let (backplane, deaths) = if !settings.uses_redis() {
             let (_, none) = tokio::sync::mpsc::channel(1);
             (Backplane::Memory(memory::MemoryBackplane), none)
         } else {

@@ -100,6 +100,7 @@ pub fn load(
                 .list_separator(",")
                 .with_list_parse_key("api.stages")
                 .with_list_parse_key("client.trusted_proxies")
+                .with_list_parse_key("cluster.redis_cluster_nodes")
                 .with_list_parse_key("management.bearer_tokens")
                 .with_list_parse_key("management.sigv4.access_keys")
                 .with_list_parse_key("auth.allowed_origins")
@@ -245,14 +246,16 @@ impl Settings {
         }
         let cluster = &self.cluster;
         if !cluster.redis_url.expose().is_empty() {
-            let url = url::Url::parse(cluster.redis_url.expose())
-                .map_err(|e| ConfigError::invalid("cluster.redis_url", e.to_string()))?;
-            if !matches!(url.scheme(), "redis" | "rediss") {
+            redis_url("cluster.redis_url", cluster.redis_url.expose())?;
+            if !cluster.redis_cluster_nodes.is_empty() {
                 return Err(ConfigError::invalid(
-                    "cluster.redis_url",
-                    "must be a redis:// or rediss:// URL",
+                    "cluster.redis_cluster_nodes",
+                    "set either redis_url (one Redis server) or redis_cluster_nodes (a Redis Cluster), not both",
                 ));
             }
+        }
+        for node in &cluster.redis_cluster_nodes {
+            redis_url("cluster.redis_cluster_nodes", node.expose())?;
         }
         let prefix_ok = !cluster.key_prefix.is_empty()
             && cluster
@@ -342,6 +345,18 @@ impl Settings {
         lambda::validate(&self.lambda)?;
         Ok(())
     }
+}
+
+/// A Redis URL: `redis://` or `rediss://` (TLS).
+fn redis_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    let url = url::Url::parse(value).map_err(|e| ConfigError::invalid(key, e.to_string()))?;
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        return Err(ConfigError::invalid(
+            key,
+            "must be a redis:// or rediss:// URL",
+        ));
+    }
+    Ok(())
 }
 
 fn positive(key: &str, value: u64) -> Result<(), ConfigError> {

@@ -313,8 +313,13 @@ impl Default for AccessLogSettings {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterSettings {
-    /// `redis://[:password@]host:port[/db]` or `rediss://` for TLS; empty runs one node in memory.
+    /// `redis://[:password@]host:port[/db]` or `rediss://` for TLS: one Redis server. Empty
+    /// (and no `redis_cluster_nodes`) runs one node in memory.
     pub redis_url: Secret,
+    /// Seed nodes of a Redis Cluster (`redis://[:password@]host:port` or `rediss://`), in
+    /// place of `redis_url`: the gateway discovers the rest, uses sharded pub/sub, and
+    /// follows failovers and slot migrations. Password and TLS come from the first URL.
+    pub redis_cluster_nodes: Vec<Secret>,
     /// Prefix of every Redis key and channel, so several gateways can share one Redis.
     pub key_prefix: String,
     /// Milliseconds a node's lease lives without a refresh; a node silent that long is dead.
@@ -326,10 +331,19 @@ pub struct ClusterSettings {
     pub write_queue: usize,
 }
 
+impl ClusterSettings {
+    /// Whether nodes share state through Redis (a server or a cluster) rather than run
+    /// alone in memory.
+    pub fn uses_redis(&self) -> bool {
+        !self.redis_url.expose().is_empty() || !self.redis_cluster_nodes.is_empty()
+    }
+}
+
 impl Default for ClusterSettings {
     fn default() -> Self {
         Self {
             redis_url: Secret::new(""),
+            redis_cluster_nodes: Vec::new(),
             key_prefix: "sb".into(),
             lease_ttl_ms: 5000,
             request_timeout_ms: 2000,

@@ -9,6 +9,7 @@
 //! - `backend`: HTTP backends (axum) that record every request, and the example chat
 //!   backend;
 //! - `redis`: a real `redis-server` for cluster mode;
+//! - `redis_cluster`: a real Redis Cluster (three masters, three replicas);
 //! - `haproxy`: a real `haproxy` in front of several gateways;
 //! - [`raw`]: WebSocket frames written by hand.
 //!
@@ -24,6 +25,7 @@ mod inprocess;
 mod management;
 pub mod raw;
 mod redis;
+mod redis_cluster;
 
 // Each test binary uses only some of these: no `unused_imports` warning for the rest.
 #[allow(unused_imports)]
@@ -46,3 +48,5 @@ pub use inprocess::InProcess;
 pub use management::{list_pages, sample};
 #[allow(unused_imports)]
 pub use redis::{RedisServer, cluster_config, node_of, nodes};
+#[allow(unused_imports)]
+pub use redis_cluster::{NODE_TIMEOUT_MS, RedisCluster, cluster_nodes, redis_cluster_config};

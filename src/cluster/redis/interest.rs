@@ -33,10 +33,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use redis::aio::PubSubSink;
 use tokio::sync::Notify;
 
 use super::RedisBackplane;
+use super::transport::Sink;
 use crate::cluster::DeliveryError;
 use crate::telemetry::metrics;
 
@@ -59,7 +59,7 @@ struct Link {
     /// Bumped whenever the connection is attached or lost.
     generation: u64,
     /// Where (un)subscribes go; `None` while disconnected.
-    sink: Option<PubSubSink>,
+    sink: Option<Sink>,
     /// Group channels subscribed on this generation.
     held: usize,
 }
@@ -88,7 +88,7 @@ impl Interest {
 
     /// The subscriber connected: group subscriptions go to `sink` from now on. Returns the
     /// connection's generation.
-    pub(super) fn attach(&self, sink: PubSubSink) -> u64 {
+    pub(super) fn attach(&self, sink: Sink) -> u64 {
         let mut link = self.link();
         link.generation += 1;
         link.sink = Some(sink);
@@ -116,7 +116,7 @@ impl Interest {
         self.link().generation == generation
     }
 
-    fn current(&self) -> (u64, Option<PubSubSink>) {
+    fn current(&self) -> (u64, Option<Sink>) {
         let link = self.link();
         (link.generation, link.sink.clone())
     }

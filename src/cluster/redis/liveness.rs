@@ -169,13 +169,10 @@ pub(super) fn uptime_from_info(info: &str) -> Option<Duration> {
 }
 
 impl RedisBackplane {
-    /// Redis's uptime (`None` if it cannot be read).
+    /// Redis's uptime: on a cluster, that of its most recently started node (`None` if one
+    /// cannot be read).
     async fn redis_uptime(&self) -> Option<Duration> {
-        let info: Result<String, _> = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut self.conn())
-            .await;
-        info.ok().as_deref().and_then(uptime_from_info)
+        self.conn().min_uptime().await
     }
 
     /// Nobody listens on `target`'s inbox: gone, unless its lease lives or Redis has just

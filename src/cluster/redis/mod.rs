@@ -10,8 +10,9 @@
 //!   dead nodes.
 //! - `listings`: connection and member listings, and their cursors.
 //!
-//! How Redis is reached (the client, the connection type `Conn`, publishing and
-//! subscribing) lives in this file alone, so another Redis topology is a change here.
+//! How Redis is reached — one server or a Redis Cluster: the command connection `Conn`,
+//! publishing and the subscriber link — lives in `transport` alone; the jobs above are
+//! the same on both topologies.
 //! Key and channel names are in [`keys`](super::keys), message shapes in
 //! [`wire`](super::wire).
 //!
@@ -48,13 +49,12 @@ mod listings;
 mod liveness;
 mod records;
 mod requests;
+mod transport;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use redis::AsyncCommands as _;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -66,8 +66,7 @@ use super::local::Local;
 use crate::config::ClusterSettings;
 use crate::telemetry::metrics::{self, BackplaneKind, Direction};
 
-/// The connection every job uses: a multiplexed connection that reconnects by itself.
-type Conn = ConnectionManager;
+use transport::{Arrivals, Conn, Redis, Sink};
 
 /// Records of dead nodes' connections that may wait for the `$disconnect` hook.
 const DEATH_QUEUE: usize = 1024;
@@ -78,8 +77,9 @@ pub struct RedisBackplane {
     tag: String,
     /// Key and channel names under the configured prefix.
     keys: Keys,
-    /// Opens the pub/sub connections (a subscribed connection cannot run commands).
-    client: redis::Client,
+    /// The deployment: opens the subscriber links (a subscribed connection cannot run
+    /// commands).
+    redis: Redis,
     /// Runs every command; cloned per use (cheap, multiplexed).
     conn: Conn,
     /// This node's connections and groups, which requests and resyncs read.
@@ -114,19 +114,14 @@ impl RedisBackplane {
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<(Arc<Self>, NodeDeaths), redis::RedisError> {
-        let client = redis::Client::open(settings.redis_url.expose())?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = client.get_connection_manager_lazy(config)?;
+        let redis = Redis::open(settings)?;
+        let conn = redis.commands()?;
         let (records, write_rx) = records::RecordWriter::new(settings.write_queue);
         let (deaths, death_rx) = mpsc::channel(DEATH_QUEUE);
         let backplane = Arc::new(Self {
             tag: keys::tag(local.node),
             keys: Keys::new(&settings.key_prefix),
-            client,
+            redis,
             conn,
             local,
             requests: requests::Requests::new(Duration::from_millis(settings.request_timeout_ms)),
@@ -192,19 +187,14 @@ impl RedisBackplane {
         message: &[u8],
         kind: BackplaneKind,
     ) -> Result<i64, redis::RedisError> {
-        let receivers = self.conn().publish(channel, message).await?;
+        let receivers = self.conn().publish(&channel, message).await?;
         metrics::backplane_message(Direction::Out, kind, message.len());
         Ok(receivers)
     }
 
-    /// A new pub/sub connection subscribed to `channels` (confirmed), split: the sink
-    /// (un)subscribes more channels while the stream is read.
-    async fn subscribe(
-        &self,
-        channels: &[String],
-    ) -> Result<(PubSubSink, PubSubStream), redis::RedisError> {
-        let (mut sink, stream) = self.client.get_async_pubsub().await?.split();
-        sink.subscribe(channels).await?;
-        Ok((sink, stream))
+    /// A new subscriber link subscribed to `channels` (confirmed), split: the sink
+    /// (un)subscribes more channels while the arrivals are read.
+    async fn subscribe(&self, channels: &[String]) -> Result<(Sink, Arrivals), redis::RedisError> {
+        self.redis.subscribe(channels).await
     }
 }

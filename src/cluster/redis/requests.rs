@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use futures_util::StreamExt as _;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::RedisBackplane;
 use super::keys;
+use super::transport::Arrival;
 use crate::cluster::ops::{self, Op, Outcome};
 use crate::cluster::wire::{Envelope, Wire, WireOp};
 use crate::cluster::{DeliveryError, GroupName};
@@ -148,7 +148,7 @@ impl RedisBackplane {
                 a = tokio::time::timeout(Duration::from_secs(2), self.subscribe(&channels)) => a,
             };
             match attempt {
-                Ok(Ok((sink, mut messages))) => {
+                Ok(Ok((sink, mut arrivals))) => {
                     let generation = self.interest.attach(sink);
                     let resubscribed = tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -159,7 +159,7 @@ impl RedisBackplane {
                         self.requests.subscribed.store(true, Ordering::Relaxed);
                         info!(node = %self.tag, groups = self.local.group_names().len(), "backplane subscribed");
                         loop {
-                            let message = tokio::select! {
+                            let arrival = tokio::select! {
                                 _ = shutdown.cancelled() => return,
                                 _ = self.interest.broken.notified() => {
                                     if self.interest.is_current(generation) {
@@ -167,10 +167,18 @@ impl RedisBackplane {
                                     }
                                     break;
                                 }
-                                m = messages.next() => m,
+                                a = arrivals.next() => a,
                             };
-                            let Some(message) = message else { break };
-                            self.receive(message.get_payload_bytes());
+                            match arrival {
+                                Some(Arrival::Message(payload)) => self.receive(payload),
+                                Some(Arrival::Unsubscribed(channel)) => {
+                                    if self.still_wanted(&channel) {
+                                        warn!(node = %self.tag, channel, "Redis dropped a subscription (slot moved?)");
+                                        break;
+                                    }
+                                }
+                                Some(Arrival::Lost) | None => break,
+                            }
                         }
                         self.requests.subscribed.store(false, Ordering::Relaxed);
                         warn!(node = %self.tag, "backplane subscription lost; reconnecting");
@@ -190,17 +198,28 @@ impl RedisBackplane {
         }
     }
 
+    /// Whether this node still needs a subscription to `channel` that Redis dropped on its
+    /// own: its inbox and the broadcast channel always, a group's channel while the group
+    /// has a local member (a leave's own unsubscribe is not a loss).
+    fn still_wanted(&self, channel: &str) -> bool {
+        match self.keys.group_of_channel(channel) {
+            Some(group) => self.local.has_members(group),
+            None => true,
+        }
+    }
+
     /// One message from the subscriber: a broadcast envelope, or a request or reply (JSON).
-    fn receive(self: &Arc<Self>, payload: &[u8]) {
-        if Envelope::is_envelope(payload) {
-            // One copy out of the client's buffer; every recipient shares it.
-            match Envelope::decode(bytes::Bytes::copy_from_slice(payload)) {
+    fn receive(self: &Arc<Self>, payload: bytes::Bytes) {
+        let payload_len = payload.len();
+        if Envelope::is_envelope(&payload) {
+            // Every recipient shares the one buffer.
+            match Envelope::decode(payload) {
                 Some(Envelope { group, message }) => {
                     let kind = match group {
                         Some(_) => BackplaneKind::Group,
                         None => BackplaneKind::Broadcast,
                     };
-                    metrics::backplane_message(Direction::In, kind, payload.len());
+                    metrics::backplane_message(Direction::In, kind, payload_len);
                     let fanout = self
                         .local
                         .broadcast(group.as_ref().map(GroupName::as_str), &message);
@@ -214,13 +233,13 @@ impl RedisBackplane {
             }
             return;
         }
-        match serde_json::from_slice::<Wire>(payload) {
+        match serde_json::from_slice::<Wire>(&payload) {
             Ok(wire) => {
                 let kind = match wire {
                     Wire::Request { .. } => BackplaneKind::Request,
                     Wire::Reply { .. } => BackplaneKind::Reply,
                 };
-                metrics::backplane_message(Direction::In, kind, payload.len());
+                metrics::backplane_message(Direction::In, kind, payload_len);
                 self.dispatch(wire);
             }
             Err(error) => warn!(%error, "unreadable backplane message"),

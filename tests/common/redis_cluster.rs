@@ -1,0 +1,313 @@
+//! A real Redis Cluster on loopback: [`RedisCluster`], three masters and three replicas
+//! (`redis-server --cluster-enabled yes` on free ports, each in its own temporary
+//! directory, joined by `redis-cli --cluster create`), with what the fault tests do to it:
+//! kill a master, move a slot, and ask who owns what.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Gateway, WHOAMI, base_config, free_port};
+
+/// One `redis-server` of the cluster.
+struct ClusterNode {
+    port: u16,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+/// Three masters, three replicas; stopped when dropped.
+pub struct RedisCluster {
+    nodes: Vec<ClusterNode>,
+}
+
+/// `cluster-node-timeout`: how long a master may be silent before its replica takes over.
+pub const NODE_TIMEOUT_MS: u64 = 2000;
+
+impl RedisCluster {
+    /// Starts six servers, creates the cluster and waits until every node reports it ok.
+    pub async fn start() -> RedisCluster {
+        let mut nodes = Vec::new();
+        for _ in 0..6 {
+            let port = free_port();
+            let dir = tempfile::tempdir().unwrap();
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    &NODE_TIMEOUT_MS.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (scripts/test.sh installs it)");
+            nodes.push(ClusterNode {
+                port,
+                child: Some(child),
+                _dir: dir,
+            });
+        }
+        let cluster = RedisCluster { nodes };
+        for node in &cluster.nodes {
+            cluster
+                .wait(&format!("node {} answers", node.port), || {
+                    cli(node.port, &["PING"]) == "PONG"
+                })
+                .await;
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &cluster.nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let out = create
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        cluster.wait_ok().await;
+        cluster
+    }
+
+    /// Waits (up to 30 s) until every running node says `cluster_state:ok` and knows three
+    /// masters with all slots.
+    pub async fn wait_ok(&self) {
+        self.wait("cluster state ok on every node", || {
+            self.running_ports().iter().all(|&p| {
+                let info = cli(p, &["CLUSTER", "INFO"]);
+                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+            }) && self.masters().len() == 3
+        })
+        .await;
+    }
+
+    async fn wait(&self, what: &str, mut ok: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ok() {
+            assert!(
+                Instant::now() < deadline,
+                "Redis Cluster: {what} (timed out)"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn running_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// The seed URLs for `cluster.redis_cluster_nodes` (every node).
+    pub fn seeds(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// Runs a redis-cli command on the node at `port`.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        cli(port, args)
+    }
+
+    /// The masters that are up (as a running node sees them): `(port, node id)`.
+    pub fn masters(&self) -> Vec<(u16, String)> {
+        let Some(&any) = self.running_ports().first() else {
+            return Vec::new();
+        };
+        cli(any, &["CLUSTER", "NODES"])
+            .lines()
+            .filter(|l| l.contains("master") && !l.contains("fail") && !l.contains("noaddr"))
+            .filter_map(|l| {
+                let mut fields = l.split(' ');
+                let id = fields.next()?.to_owned();
+                let port = fields.next()?.split(['@', ':']).nth(1)?.parse().ok()?;
+                Some((port, id))
+            })
+            .filter(|(port, _)| self.running_ports().contains(port))
+            .collect()
+    }
+
+    /// The slot of a key or channel name.
+    pub fn keyslot(&self, name: &str) -> u16 {
+        let port = self.running_ports()[0];
+        cli(port, &["CLUSTER", "KEYSLOT", name])
+            .parse()
+            .unwrap_or_else(|_| panic!("CLUSTER KEYSLOT {name}"))
+    }
+
+    /// The port of the master serving `slot` now.
+    pub fn owner_of(&self, slot: u16) -> u16 {
+        let port = self.running_ports()[0];
+        let slots = cli(port, &["CLUSTER", "SLOTS"]);
+        // redis-cli prints nested arrays one value per line: start, end, ip, port, id, …
+        let lines: Vec<&str> = slots.lines().map(str::trim).collect();
+        let mut i = 0;
+        while i + 3 < lines.len() {
+            if let (Ok(start), Ok(end), Ok(p)) = (
+                lines[i].parse::<u16>(),
+                lines[i + 1].parse::<u16>(),
+                lines[i + 3].parse::<u16>(),
+            ) && lines[i + 2] == "127.0.0.1"
+                && start <= slot
+                && slot <= end
+            {
+                return p;
+            }
+            i += 1;
+        }
+        panic!("no owner for slot {slot} in {slots}")
+    }
+
+    /// How many clients of the node at `port` subscribe to the shard channel `channel`.
+    pub fn shard_subscribers(&self, port: u16, channel: &str) -> u32 {
+        let out = cli(port, &["PUBSUB", "SHARDNUMSUB", channel]);
+        out.lines()
+            .nth(1)
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Kills the master at `port` (as a crash would); its replica takes over after
+    /// [`NODE_TIMEOUT_MS`].
+    pub fn kill(&mut self, port: u16) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster");
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Moves `slot` (with its keys) to the master at `to`, the way `redis-cli --cluster
+    /// reshard` does: IMPORTING/MIGRATING, MIGRATE each key, then SETSLOT NODE everywhere.
+    /// Asynchronous, so traffic the test drives meanwhile keeps flowing.
+    pub async fn migrate_slot(&self, slot: u16, to: u16) {
+        let from = self.owner_of(slot);
+        assert_ne!(from, to, "slot {slot} is already on {to}");
+        let from_id = cli_async(from, &["CLUSTER", "MYID"]).await;
+        let to_id = cli_async(to, &["CLUSTER", "MYID"]).await;
+        let slot_s = slot.to_string();
+        let importing = ["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &from_id];
+        assert_eq!(cli_async(to, &importing).await, "OK");
+        let migrating = ["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &to_id];
+        assert_eq!(cli_async(from, &migrating).await, "OK");
+        loop {
+            let keys = cli_async(from, &["CLUSTER", "GETKEYSINSLOT", &slot_s, "100"]).await;
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let to_s = to.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to_s, "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            let out = cli_async(from, &args).await;
+            assert!(out == "OK" || out == "NOKEY", "MIGRATE answered {out}");
+        }
+        // The new owner first, then the old one (it then drops the slot's shard
+        // subscriptions with a `sunsubscribe`), then everyone else.
+        let mut order = vec![to, from];
+        order.extend(
+            self.masters()
+                .into_iter()
+                .map(|(p, _)| p)
+                .filter(|p| *p != to && *p != from),
+        );
+        for port in order {
+            cli_async(port, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &to_id]).await;
+        }
+    }
+
+    /// Runs `redis-cli --cluster reshard`, moving `count` slots from the master at `from`
+    /// to the one at `to`.
+    pub fn reshard(&self, from: u16, to: u16, count: u16) {
+        let id = |port: u16| cli(port, &["CLUSTER", "MYID"]);
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
+            .args(["--cluster-from", &id(from), "--cluster-to", &id(to)])
+            .args(["--cluster-slots", &count.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster reshard failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+async fn cli_async(port: u16, args: &[&str]) -> String {
+    let out = tokio::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .await
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A config for a gateway node on `cluster` with a short lease, plus `extra` sections.
+pub fn redis_cluster_config(cluster: &RedisCluster, extra: &str) -> String {
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "{}\n[cluster]\nredis_cluster_nodes = [{}]\nlease_ttl_ms = 1500\nrequest_timeout_ms = 1000\n{extra}",
+        base_config(),
+        seeds.join(", ")
+    )
+}
+
+/// `n` gateway nodes on `cluster` (with the `whoami` route), each ready on the backplane.
+pub async fn cluster_nodes(cluster: &RedisCluster, n: usize, extra: &str) -> Vec<Gateway> {
+    let config = redis_cluster_config(cluster, &format!("{WHOAMI}{extra}"));
+    let mut gws = Vec::new();
+    for _ in 0..n {
+        gws.push(Gateway::start(&config).await);
+    }
+    for gw in &gws {
+        gw.wait_backplane_ready().await;
+    }
+    gws
+}
