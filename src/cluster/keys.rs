@@ -12,12 +12,15 @@
 //! | `<p>:{n.<tag>}:reaper` | string with TTL | which survivor is cleaning up a dead node (or, after a graceful shutdown, the node itself: nobody reaps it) |
 //! | `<p>:{n.<tag>}:version` | integer | bumped by every write to the node's records, so survivors re-read them only when they changed |
 //! | `<p>:{g.<group>}:members` | sorted set, scores 0 | connection ids in the group, cluster-wide, in id order |
+//! | `<p>:{g.<group>}:subscribers` | set | tags of the nodes subscribed to the group's channel (a broadcast is refused while one of them is not) |
+//! | `<p>:{all}:subscribers` | set | tags of the nodes subscribed to the broadcast channel |
 //! | channel `<p>:{n.<tag>}:inbox` | pub/sub | requests to, and replies for, the node |
-//! | channel `<p>:broadcast` | pub/sub | broadcasts to every connection, one publish reaching every node |
+//! | channel `<p>:{all}:bcast` | pub/sub | broadcasts to every connection, one publish reaching every node |
 //! | channel `<p>:{g.<group>}:bcast` | pub/sub | broadcasts to a group, reaching the nodes that hold a member |
 //!
-//! A group's channel shares its keys' hash tag, so on Redis Cluster sharded pub/sub
-//! (`SSUBSCRIBE`/`SPUBLISH`) puts it in the group's slot.
+//! A channel shares its hash tag with the keys it goes with, so on a Redis Cluster sharded
+//! pub/sub (`SSUBSCRIBE`/`SPUBLISH`) puts it in their slot, and the script that checks a
+//! subscriber set and publishes touches one slot.
 
 use crate::connections::NodeTag;
 
@@ -72,7 +75,15 @@ impl Keys {
     }
     /// The broadcast channel (to every connection).
     pub fn broadcast(&self) -> String {
-        format!("{}:broadcast", self.prefix)
+        format!("{}:{{all}}:bcast", self.prefix)
+    }
+    /// The nodes subscribed to the broadcast channel.
+    pub fn broadcast_subscribers(&self) -> String {
+        format!("{}:{{all}}:subscribers", self.prefix)
+    }
+    /// The nodes subscribed to a group's channel.
+    pub fn group_subscribers(&self, group: &str) -> String {
+        format!("{}:{{g.{group}}}:subscribers", self.prefix)
     }
     /// A group's broadcast channel.
     pub fn group_channel(&self, group: &str) -> String {

@@ -46,6 +46,10 @@ impl RedisCluster {
                     "",
                     "--appendonly",
                     "no",
+                    // Replicas sync at once (the default waits 5 s for more replicas), so
+                    // a master killed early has a replica ready to take over.
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ])
                 .arg("--dir")
                 .arg(dir.path())
@@ -82,6 +86,14 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout)
         );
         cluster.wait_ok().await;
+        cluster
+            .wait("every replica in sync with its master", || {
+                cluster.nodes.iter().all(|n| {
+                    let info = cli(n.port, &["INFO", "replication"]);
+                    info.contains("role:master") || info.contains("master_link_status:up")
+                })
+            })
+            .await;
         cluster
     }
 

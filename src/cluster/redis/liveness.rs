@@ -175,6 +175,37 @@ impl RedisBackplane {
         self.conn().min_uptime().await
     }
 
+    /// Removes the nodes listed in the subscriber set `set` that are dead (lease gone, and
+    /// Redis up long enough that a live node would have re-registered); returns how many.
+    pub(super) async fn forget_dead_subscribers(&self, set: &str) -> usize {
+        let mut conn = self.conn();
+        let Ok(listed) = conn.smembers::<_, Vec<String>>(set).await else {
+            return 0;
+        };
+        let others: Vec<&String> = listed.iter().filter(|t| **t != self.tag).collect();
+        if others.is_empty() {
+            return 0;
+        }
+        let mut pipe = redis::pipe();
+        for tag in &others {
+            pipe.exists(self.keys.lease(tag));
+        }
+        let Ok(leases) = pipe.query_async::<Vec<bool>>(&mut conn).await else {
+            return 0;
+        };
+        let dead: Vec<&&String> = others
+            .iter()
+            .zip(leases)
+            .filter(|(_, alive)| !alive)
+            .map(|(t, _)| t)
+            .collect();
+        if dead.is_empty() || !may_reap(Some(false), self.redis_uptime().await, self.liveness.ttl) {
+            return 0;
+        }
+        let removed: Result<usize, _> = conn.srem(set, dead.as_slice()).await;
+        removed.unwrap_or(0)
+    }
+
     /// Nobody listens on `target`'s inbox: gone, unless its lease lives or Redis has just
     /// restarted (nodes re-register within a lease refresh).
     pub(super) async fn owner_missing(&self, target: &str) -> DeliveryError {

@@ -66,7 +66,7 @@ use super::local::Local;
 use crate::config::ClusterSettings;
 use crate::telemetry::metrics::{self, BackplaneKind, Direction};
 
-use transport::{Arrivals, Conn, Redis, Sink};
+use transport::{Arrivals, Conn, Published, Redis, Sink};
 
 /// Records of dead nodes' connections that may wait for the `$disconnect` hook.
 const DEATH_QUEUE: usize = 1024;
@@ -161,6 +161,7 @@ impl RedisBackplane {
             .del(self.keys.ids(&self.tag))
             .del(self.keys.memberships(&self.tag))
             .del(self.keys.version(&self.tag))
+            .srem(self.keys.broadcast_subscribers(), &self.tag)
             .zrem(self.keys.nodes(), &self.tag);
         pipe.cmd("SET")
             .arg(self.keys.reaper(&self.tag))
@@ -190,6 +191,22 @@ impl RedisBackplane {
         let receivers = self.conn().publish(&channel, message).await?;
         metrics::backplane_message(Direction::Out, kind, message.len());
         Ok(receivers)
+    }
+
+    /// Publishes a broadcast `message` (a `kind` of message, for the metrics) on `channel`
+    /// only if every node listed in the subscriber set `set` is subscribed to it.
+    async fn publish_checked(
+        &self,
+        set: &str,
+        channel: &str,
+        message: &[u8],
+        kind: BackplaneKind,
+    ) -> Result<Published, redis::RedisError> {
+        let published = self.conn().publish_checked(set, channel, message).await?;
+        if published == Published::Delivered {
+            metrics::backplane_message(Direction::Out, kind, message.len());
+        }
+        Ok(published)
     }
 
     /// A new subscriber link subscribed to `channels` (confirmed), split: the sink

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::RedisBackplane;
 use super::keys;
-use super::transport::Arrival;
+use super::transport::{Arrival, Published};
 use crate::cluster::ops::{self, Op, Outcome};
 use crate::cluster::wire::{Envelope, Wire, WireOp};
 use crate::cluster::{DeliveryError, GroupName};
@@ -118,21 +118,44 @@ impl RedisBackplane {
     }
 
     /// Publishes a broadcast, encoded once: to a group's channel (reaching only the nodes
-    /// that hold a member; none is fine), or to every node on the broadcast channel.
+    /// that hold a member; none is fine), or to every node on the broadcast channel. Only
+    /// when every node listed as a subscriber is subscribed (see
+    /// [`interest`](super::interest)); listed nodes found dead are forgotten and it tries
+    /// once more, else "unavailable" with nothing delivered.
     pub async fn publish_broadcast(
         &self,
         group: Option<&GroupName>,
         message: &tokio_tungstenite::tungstenite::Message,
     ) -> Result<(), DeliveryError> {
         let envelope = Envelope::encode(group, message).ok_or(DeliveryError::Malformed)?;
-        let (channel, kind) = match group {
-            Some(g) => (self.keys.group_channel(g.as_str()), BackplaneKind::Group),
-            None => (self.keys.broadcast(), BackplaneKind::Broadcast),
+        let (channel, set, kind) = match group {
+            Some(g) => (
+                self.keys.group_channel(g.as_str()),
+                self.keys.group_subscribers(g.as_str()),
+                BackplaneKind::Group,
+            ),
+            None => (
+                self.keys.broadcast(),
+                self.keys.broadcast_subscribers(),
+                BackplaneKind::Broadcast,
+            ),
         };
-        self.publish(channel, &envelope, kind)
-            .await
-            .map(drop)
-            .map_err(|_| DeliveryError::Unavailable)
+        for attempt in 0..2 {
+            match self.publish_checked(&set, &channel, &envelope, kind).await {
+                Ok(Published::Delivered) => return Ok(()),
+                Ok(Published::Refused { subscribed, listed }) => {
+                    debug!(
+                        channel,
+                        subscribed, listed, "broadcast refused: a listed node is not subscribed"
+                    );
+                    if attempt > 0 || self.forget_dead_subscribers(&set).await == 0 {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        Err(DeliveryError::Unavailable)
     }
 
     /// Keeps the subscriber connected, reconnecting with backoff, and dispatches what
@@ -152,7 +175,9 @@ impl RedisBackplane {
                     let generation = self.interest.attach(sink);
                     let resubscribed = tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        ok = self.resubscribe_all() => ok && self.interest.is_current(generation),
+                        ok = self.resubscribe_all() => ok
+                            && self.set_member(&self.keys.broadcast_subscribers(), true).await.is_ok()
+                            && self.interest.is_current(generation),
                     };
                     if resubscribed {
                         backoff = Duration::from_millis(100);

@@ -15,8 +15,8 @@
 //! [`Arrival::Lost`] / [`Arrival::Unsubscribed`], and the subscriber rebuilds it: a new link
 //! subscribes everything afresh on the nodes that own the slots now.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,7 +27,7 @@ use redis::aio::{
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
-use redis::{Cmd, Pipeline, PushInfo, PushKind, RedisFuture, RedisResult, Value};
+use redis::{Cmd, Pipeline, PushInfo, PushKind, RedisFuture, RedisResult, Script, Value};
 use tokio::sync::{OnceCell, mpsc};
 
 use crate::config::ClusterSettings;
@@ -175,6 +175,34 @@ impl Conn {
             .await
     }
 
+    /// Publishes `message` on `channel` only if every node listed in the subscriber set
+    /// `set` (same hash slot) can receive it: Redis counts at least as many subscribers on
+    /// the channel as the set lists. Checked and published atomically, by one script.
+    pub(super) async fn publish_checked(
+        &mut self,
+        set: &str,
+        channel: &str,
+        message: &[u8],
+    ) -> RedisResult<Published> {
+        let (count, publish) = match self {
+            Self::Server(_) => ("NUMSUB", "PUBLISH"),
+            Self::Cluster(_) => ("SHARDNUMSUB", "SPUBLISH"),
+        };
+        let (received, subscribed, listed): (i64, i64, i64) = CHECKED_PUBLISH
+            .key(set)
+            .arg(channel)
+            .arg(message)
+            .arg(count)
+            .arg(publish)
+            .invoke_async(self)
+            .await?;
+        Ok(if received < 0 {
+            Published::Refused { subscribed, listed }
+        } else {
+            Published::Delivered
+        })
+    }
+
     /// The shortest uptime of the Redis servers (one, or every node of a cluster); `None`
     /// if any cannot be read.
     pub(super) async fn min_uptime(&mut self) -> Option<Duration> {
@@ -195,6 +223,31 @@ impl Conn {
             .into_iter()
             .min()
     }
+}
+
+/// The script behind [`Conn::publish_checked`]: KEYS[1] the subscriber set; ARGV the
+/// channel, the message, the subscriber-count subcommand and the publish command of the
+/// topology. Answers `{receivers, subscribed, listed}`, receivers -1 when refused.
+static CHECKED_PUBLISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local listed = redis.call('SCARD', KEYS[1])
+local subscribed = redis.call('PUBSUB', ARGV[3], ARGV[1])[2]
+if subscribed < listed then
+  return {-1, subscribed, listed}
+end
+return {redis.call(ARGV[4], ARGV[1], ARGV[2]), subscribed, listed}
+",
+    )
+});
+
+/// What became of a checked publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Published {
+    /// Every listed node was subscribed; Redis took the message.
+    Delivered,
+    /// Fewer subscribers than listed nodes: not published.
+    Refused { subscribed: i64, listed: i64 },
 }
 
 /// Every text inside `value` (one `INFO` reply, or a map of them by node).
