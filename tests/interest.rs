@@ -316,3 +316,52 @@ async fn a_node_dead_before_redis_restarts_empty_is_still_reaped() {
         );
     }
 }
+
+/// A node holding a member is SIGKILLed: its subscription vanishes with its connection to
+/// Redis, but it is still listed as a subscriber of the group, so a group broadcast is
+/// refused (503, delivered to nobody) rather than acknowledged while a listed node cannot
+/// receive it — until its lease lapses and the publisher forgets it; from then on
+/// broadcasts are accepted again and reach the surviving member, each exactly once.
+#[tokio::test]
+async fn broadcasts_are_refused_not_lost_until_a_dead_subscriber_is_forgotten() {
+    let redis = RedisServer::start().await;
+    let mut gws = nodes(&redis, 2, "").await;
+    let (mut survivor, survivor_id) = gws[0].connect_with_id().await;
+    let (_victim_ws, victim_id) = gws[1].connect_with_id().await;
+    for id in [&survivor_id, &victim_id] {
+        let (status, _) = gws[0].join("room", id).await;
+        assert_eq!(status, 204);
+    }
+    assert_eq!(redis_subscribers(&redis, "room"), 2);
+    gws[1].sigkill().await;
+    let killed = Instant::now();
+
+    let mut statuses = Vec::new();
+    let mut n = 0;
+    loop {
+        let (status, _) = gws[0].to_group("room", &format!("b{n}")).await;
+        statuses.push((n, status));
+        n += 1;
+        if status == 202 || killed.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = statuses.iter().filter(|(_, s)| *s == 503).count();
+    assert!(
+        refused > 0,
+        "a broadcast right after the kill is refused: {statuses:?}"
+    );
+    let (last, status) = *statuses.last().unwrap();
+    assert_eq!(
+        status, 202,
+        "accepted again once the lease lapsed: {statuses:?}"
+    );
+    assert!(
+        killed.elapsed() < Duration::from_millis(1500 * 4 + 2000),
+        "forgotten within the lease TTL and Redis's uptime rule"
+    );
+    // Only the accepted one arrives.
+    assert_eq!(next_text(&mut survivor).await, format!("b{last}"));
+    expect_silence(&mut survivor, Duration::from_millis(300)).await;
+}

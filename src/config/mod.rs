@@ -377,6 +377,30 @@ mod tests {
     const MINIMAL: &str = "[management]\nauth = \"none\"\n";
 
     #[test]
+    fn a_redis_cluster_is_named_by_its_seed_urls_and_excludes_redis_url() {
+        let cluster = |body: &str| load_text(&format!("{MINIMAL}[cluster]\n{body}\n"));
+        let ok =
+            cluster(r#"redis_cluster_nodes = ["redis://127.0.0.1:7000", "rediss://:pw@h:7001"]"#)
+                .expect("two seeds");
+        assert!(ok.cluster.uses_redis());
+        assert_eq!(ok.cluster.redis_cluster_nodes.len(), 2);
+        let both =
+            cluster("redis_url = \"redis://a:6379\"\nredis_cluster_nodes = [\"redis://b:7000\"]");
+        let message = both.unwrap_err().to_string();
+        assert!(
+            message.contains("cluster.redis_cluster_nodes") && message.contains("not both"),
+            "{message}"
+        );
+        let bad = cluster(r#"redis_cluster_nodes = ["http://127.0.0.1:7000"]"#);
+        let message = bad.unwrap_err().to_string();
+        assert!(
+            message.contains("cluster.redis_cluster_nodes") && message.contains("redis://"),
+            "{message}"
+        );
+        assert!(!load_text(MINIMAL).unwrap().cluster.uses_redis());
+    }
+
+    #[test]
     fn embedded_default_matches_the_typed_defaults() {
         let embedded = load(ConfigSource::Embedded, Vec::new()).expect("default loads");
         let typed = Settings::default();

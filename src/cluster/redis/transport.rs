@@ -40,6 +40,10 @@ const IO_TIMEOUT: Duration = Duration::from_secs(1);
 const PUSH_QUEUE: usize = 65_536;
 
 /// The Redis deployment the backplane talks to.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per node, never moved around"
+)]
 pub(super) enum Redis {
     /// One Redis server.
     Server(redis::Client),
@@ -74,10 +78,10 @@ impl Redis {
                     .set_max_delay(Duration::from_millis(500));
                 Ok(Conn::Server(client.get_connection_manager_lazy(config)?))
             }
-            Self::Cluster { client, .. } => Ok(Conn::Cluster(LazyCluster {
-                client: client.clone(),
-                conn: Arc::new(OnceCell::new()),
-            })),
+            Self::Cluster { client, .. } => Ok(Conn::Cluster(LazyCluster(Arc::new((
+                client.clone(),
+                OnceCell::new(),
+            ))))),
         }
     }
 
@@ -146,15 +150,12 @@ pub(super) enum Conn {
 
 /// A cluster connection made on first use (and retried on the next use if that failed).
 #[derive(Clone)]
-pub(super) struct LazyCluster {
-    client: ClusterClient,
-    conn: Arc<OnceCell<ClusterConnection>>,
-}
+pub(super) struct LazyCluster(Arc<(ClusterClient, OnceCell<ClusterConnection>)>);
 
 impl LazyCluster {
     async fn get(&self) -> RedisResult<ClusterConnection> {
-        self.conn
-            .get_or_try_init(|| self.client.get_async_connection())
+        let (client, conn) = &*self.0;
+        conn.get_or_try_init(|| client.get_async_connection())
             .await
             .cloned()
     }
