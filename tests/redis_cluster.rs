@@ -129,7 +129,8 @@ struct Traffic {
     inbox: String,
 }
 
-async fn traffic_setup(cluster: &RedisCluster) -> Traffic {
+/// `choose_group(slot, inbox slot)` picks the group's name by the slot of its channel.
+async fn traffic_setup(cluster: &RedisCluster, choose_group: impl Fn(u16, u16) -> bool) -> Traffic {
     let config = redis_cluster_config(cluster, WHOAMI);
     let mut gws = Vec::new();
     let mut tags = Vec::new();
@@ -139,10 +140,14 @@ async fn traffic_setup(cluster: &RedisCluster) -> Traffic {
         gws.push(gw);
     }
     let inbox = format!("sb:{{n.{}}}:inbox", tags[1]);
-    let inbox_owner = cluster.owner_of(cluster.keyslot(&inbox));
+    assert_eq!(
+        slot_of(&inbox),
+        cluster.keyslot(&inbox),
+        "slots computed as Redis does"
+    );
     let group = (0..)
         .map(|i| format!("g{i}"))
-        .find(|g| cluster.owner_of(cluster.keyslot(&format!("sb:{{g.{g}}}:bcast"))) == inbox_owner)
+        .find(|g| choose_group(slot_of(&format!("sb:{{g.{g}}}:bcast")), slot_of(&inbox)))
         .unwrap();
     let target = gws[1].connect_with_id().await;
     let member = gws[2].connect_with_id().await;
@@ -252,6 +257,19 @@ fn check_delivery(sent: &Sent, target: (&[u32], &[u32]), member_broadcasts: &[u3
             );
         }
     }
+    // A broadcast is accepted only while every listed node is subscribed, so an accepted
+    // one reached both members; a refused one reached nobody (safe to retry).
+    for (n, status) in &sent.broadcasts {
+        let at = (broadcasts.contains(n), member_broadcasts.contains(n));
+        match status {
+            202 => assert_eq!(
+                at,
+                (true, true),
+                "broadcast b{n} answered 202: (target, member)"
+            ),
+            _ => assert_eq!(at, (false, false), "broadcast b{n} answered {status}"),
+        }
+    }
     // It recovered by itself: the last `tail` of each kind were accepted and delivered.
     let last_posts = &sent.posts[sent.posts.len() - tail..];
     let last_broadcasts = &sent.broadcasts[sent.broadcasts.len() - tail / 2..];
@@ -284,7 +302,8 @@ fn check_delivery(sent: &Sent, target: (&[u32], &[u32]), member_broadcasts: &[u3
 #[tokio::test]
 async fn a_master_killed_mid_traffic_fails_over() {
     let mut cluster = RedisCluster::start().await;
-    let mut t = traffic_setup(&cluster).await;
+    let same_master = |group: u16, inbox: u16| cluster.owner_of(group) == cluster.owner_of(inbox);
+    let mut t = traffic_setup(&cluster, same_master).await;
     let victim = cluster.owner_of(cluster.keyslot(&t.inbox));
     // Traffic for the failover time plus ten seconds; the last two seconds must be clean.
     let length = Duration::from_millis(NODE_TIMEOUT_MS) + Duration::from_secs(10);
@@ -303,35 +322,48 @@ async fn a_master_killed_mid_traffic_fails_over() {
     check_delivery(&sent, (&target.0, &target.1), &member.1, 100);
 }
 
-/// Move the slot of node 1's inbox and the slot of the group's channel to another master
-/// while traffic flows: Redis drops the shard subscriptions there (`sunsubscribe`), and the
-/// gateways subscribe again on the new owner.
+/// Move the slot of node 1's inbox (by hand, with the steps `redis-cli --cluster reshard`
+/// takes) and the slot of the group's channel (with `redis-cli --cluster reshard` itself)
+/// to other masters while traffic flows: Redis drops the shard subscriptions there
+/// (`sunsubscribe`), and the gateways subscribe again on the new owners.
 #[tokio::test]
 async fn a_slot_moved_mid_traffic_is_followed() {
     let cluster = RedisCluster::start().await;
-    let mut t = traffic_setup(&cluster).await;
+    let ranges = cluster.ranges();
+    // The group's slot is among the first 20 of its master's range, and that master is not
+    // the inbox's: `reshard … --cluster-slots 20` moves a master's lowest slots.
+    let reshardable = |group: u16, inbox: u16| {
+        ranges.iter().any(|(first, last, port)| {
+            (*first..first + 20).contains(&group)
+                && !(*first..=*last).contains(&inbox)
+                && *port != 0
+        })
+    };
+    let mut t = traffic_setup(&cluster, reshardable).await;
     let inbox_slot = cluster.keyslot(&t.inbox);
     let group_channel = format!("sb:{{g.{}}}:bcast", t.group);
     let group_slot = cluster.keyslot(&group_channel);
-    let from = cluster.owner_of(inbox_slot);
-    let to = cluster
-        .masters()
-        .into_iter()
-        .map(|(p, _)| p)
-        .find(|&p| p != from)
-        .unwrap();
+    let (inbox_from, group_from) = (cluster.owner_of(inbox_slot), cluster.owner_of(group_slot));
+    let masters: Vec<u16> = cluster.masters().into_iter().map(|(p, _)| p).collect();
+    let inbox_to = *masters.iter().find(|&&p| p != inbox_from).unwrap();
+    let group_to = *masters
+        .iter()
+        .find(|&&p| p != group_from && p != inbox_to)
+        .unwrap_or(&inbox_to);
     let sent = run_traffic(&t, Duration::from_secs(8), Duration::from_secs(2), async {
-        cluster.migrate_slot(inbox_slot, to).await;
-        if group_slot != inbox_slot {
-            cluster.migrate_slot(group_slot, to).await;
-        }
+        cluster.migrate_slot(inbox_slot, inbox_to).await;
+        cluster.reshard(group_from, group_to, 20).await;
     })
     .await;
-    assert_eq!(cluster.owner_of(inbox_slot), to);
-    assert_eq!(cluster.owner_of(group_slot), to);
-    // The two members' nodes are subscribed on the new owner.
-    assert_eq!(cluster.shard_subscribers(to, &group_channel), 2);
-    assert_eq!(cluster.shard_subscribers(to, &t.inbox), 1);
+    assert_eq!(cluster.owner_of(inbox_slot), inbox_to);
+    assert_eq!(
+        cluster.owner_of(group_slot),
+        group_to,
+        "reshard moved the group's slot"
+    );
+    // The two members' nodes are subscribed on the new owners.
+    assert_eq!(cluster.shard_subscribers(group_to, &group_channel), 2);
+    assert_eq!(cluster.shard_subscribers(inbox_to, &t.inbox), 1);
     let target = drain(&mut t.target.0).await;
     let member = drain(&mut t.member.0).await;
     check_delivery(&sent, (&target.0, &target.1), &member.1, 100);

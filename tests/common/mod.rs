@@ -49,4 +49,6 @@ pub use management::{list_pages, sample};
 #[allow(unused_imports)]
 pub use redis::{RedisServer, cluster_config, node_of, nodes};
 #[allow(unused_imports)]
-pub use redis_cluster::{NODE_TIMEOUT_MS, RedisCluster, cluster_nodes, redis_cluster_config};
+pub use redis_cluster::{
+    NODE_TIMEOUT_MS, RedisCluster, cluster_nodes, redis_cluster_config, slot_of,
+};

@@ -169,25 +169,32 @@ impl RedisCluster {
 
     /// The port of the master serving `slot` now.
     pub fn owner_of(&self, slot: u16) -> u16 {
+        self.ranges()
+            .into_iter()
+            .find(|(start, end, _)| (*start..=*end).contains(&slot))
+            .map(|(_, _, port)| port)
+            .unwrap_or_else(|| panic!("no owner for slot {slot}"))
+    }
+
+    /// The slot ranges and their masters' ports: `(first, last, port)`.
+    pub fn ranges(&self) -> Vec<(u16, u16, u16)> {
         let port = self.running_ports()[0];
         let slots = cli(port, &["CLUSTER", "SLOTS"]);
         // redis-cli prints nested arrays one value per line: start, end, ip, port, id, …
         let lines: Vec<&str> = slots.lines().map(str::trim).collect();
-        let mut i = 0;
-        while i + 3 < lines.len() {
+        let mut ranges = Vec::new();
+        for i in 0..lines.len().saturating_sub(3) {
             if let (Ok(start), Ok(end), Ok(p)) = (
                 lines[i].parse::<u16>(),
                 lines[i + 1].parse::<u16>(),
                 lines[i + 3].parse::<u16>(),
             ) && lines[i + 2] == "127.0.0.1"
-                && start <= slot
-                && slot <= end
+                && start <= end
             {
-                return p;
+                ranges.push((start, end, p));
             }
-            i += 1;
         }
-        panic!("no owner for slot {slot} in {slots}")
+        ranges
     }
 
     /// How many clients of the node at `port` subscribe to the shard channel `channel`.
@@ -252,15 +259,18 @@ impl RedisCluster {
         }
     }
 
-    /// Runs `redis-cli --cluster reshard`, moving `count` slots from the master at `from`
-    /// to the one at `to`.
-    pub fn reshard(&self, from: u16, to: u16, count: u16) {
-        let id = |port: u16| cli(port, &["CLUSTER", "MYID"]);
-        let out = Command::new("redis-cli")
+    /// Runs `redis-cli --cluster reshard`, moving `count` slots (the lowest of its range)
+    /// from the master at `from` to the one at `to`. Asynchronous, like
+    /// [`migrate_slot`](Self::migrate_slot).
+    pub async fn reshard(&self, from: u16, to: u16, count: u16) {
+        let from_id = cli_async(from, &["CLUSTER", "MYID"]).await;
+        let to_id = cli_async(to, &["CLUSTER", "MYID"]).await;
+        let out = tokio::process::Command::new("redis-cli")
             .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
-            .args(["--cluster-from", &id(from), "--cluster-to", &id(to)])
+            .args(["--cluster-from", &from_id, "--cluster-to", &to_id])
             .args(["--cluster-slots", &count.to_string(), "--cluster-yes"])
             .output()
+            .await
             .expect("redis-cli");
         assert!(
             out.status.success(),
@@ -290,6 +300,31 @@ async fn cli_async(port: u16, args: &[&str]) -> String {
         .await
         .expect("redis-cli");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The slot of a key or channel name, computed as Redis does (CRC16-XMODEM of the hash tag,
+/// or of the whole name, modulo 16384), to search names without asking Redis each time.
+pub fn slot_of(name: &str) -> u16 {
+    let bytes = name.as_bytes();
+    let hashed = match name.find('{') {
+        Some(open) => match name[open + 1..].find('}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    let mut crc: u16 = 0;
+    for &b in hashed {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
 }
 
 fn cli(port: u16, args: &[&str]) -> String {

@@ -216,6 +216,9 @@ impl RedisBackplane {
                     Ok(Ok(())) => {
                         state.on = Some(generation);
                         interest.count(generation, true);
+                        // Listed again on every new link: Redis may have lost the set
+                        // (restarted empty) since this node last listed itself.
+                        state.listed = false;
                     }
                     failed => {
                         tracing::warn!(

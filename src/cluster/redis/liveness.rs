@@ -15,7 +15,11 @@
 //! gauges `switchboard_backplane_remembered_*` show the totals.
 //!
 //! **Reaping.** A node whose lease is missing, while Redis has been up for more than two
-//! lease TTLs (so every live node has had time to re-register after a restart), is dead.
+//! lease TTLs (so every live node has had time to re-register after a restart), and that
+//! this survivor has seen without a lease for a whole TTL, is dead. The second rule is for
+//! a Redis Cluster: a shard that fails over more slowly than a lease lives loses the
+//! leases on it (nobody could refresh them), and its nodes — alive — re-register within a
+//! third of a TTL of reaching it again; the promoted replica's uptime says nothing of that.
 //! Every survivor that notices tries to claim it (`SET NX` on its reaper key, for
 //! [`Liveness::claim_ms`]); exactly one succeeds — Redis decides, also a Redis restarted
 //! empty, since all survivors talk to the same one. The claimant removes the node's records
@@ -61,6 +65,8 @@ pub(super) struct Liveness {
     version: AtomicU64,
     /// When this process started (ms), the first half of every version.
     started_ms: i64,
+    /// Since when each node has been seen without a lease (cleared when seen with one).
+    missing_since: Mutex<HashMap<String, Instant>>,
 }
 
 /// What a survivor knows of another node.
@@ -84,6 +90,7 @@ impl Liveness {
             memory: Mutex::new(HashMap::new()),
             version: AtomicU64::new(0),
             started_ms: now_ms(),
+            missing_since: Mutex::new(HashMap::new()),
         }
     }
 
@@ -108,8 +115,27 @@ impl Liveness {
         self.memory().keys().cloned().collect()
     }
 
+    /// Notes whether `tag` has a lease now; returns whether it has been without one for a
+    /// whole TTL of this node's observations.
+    fn missing_for_a_ttl(&self, tag: &str, has_lease: bool) -> bool {
+        let mut missing = self.missing_since.lock().unwrap_or_else(|p| p.into_inner());
+        if has_lease {
+            missing.remove(tag);
+            return false;
+        }
+        missing
+            .entry(tag.to_owned())
+            .or_insert_with(Instant::now)
+            .elapsed()
+            >= self.ttl
+    }
+
     /// Forgets a node (reaped, or someone else's to reap); returns its records.
     fn forget(&self, tag: &str) -> Vec<Box<str>> {
+        self.missing_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tag);
         let records = self.memory().remove(tag).map(|r| r.records);
         self.report_memory();
         records.unwrap_or_default()
@@ -134,16 +160,19 @@ pub(super) fn reread_period(ttl: Duration) -> Duration {
 }
 
 /// Nobody listens on an owner's inbox: is it gone? Only when Redis says its lease does not
-/// exist (`lease_exists == Some(false)`) and Redis has been up for more than two lease
-/// TTLs, so a restarted Redis has given every live node a refresh to re-register in.
-/// Anything unknown (Redis errors, no uptime) answers "unavailable": a live connection is
-/// never declared gone by mistake.
+/// exist (`lease_exists == Some(false)`), it is not (or no longer) registered in `nodes`
+/// (`registered == Some(false)`: a reaper removed it, or Redis lost everything), and Redis
+/// has been up for more than two lease TTLs, so a restarted Redis has given every live node
+/// a refresh to re-register in. Anything unknown (Redis errors, no uptime) answers
+/// "unavailable": a live connection is never declared gone by mistake — also not one whose
+/// lease lapsed while its Redis Cluster shard failed over.
 pub(super) fn verdict_on_missing_owner(
     lease_exists: Option<bool>,
+    registered: Option<bool>,
     redis_uptime: Option<Duration>,
     lease_ttl: Duration,
 ) -> DeliveryError {
-    if may_reap(lease_exists, redis_uptime, lease_ttl) {
+    if registered == Some(false) && may_reap(lease_exists, redis_uptime, lease_ttl) {
         DeliveryError::Gone
     } else {
         DeliveryError::Unavailable
@@ -175,8 +204,9 @@ impl RedisBackplane {
         self.conn().min_uptime().await
     }
 
-    /// Removes the nodes listed in the subscriber set `set` that are dead (lease gone, and
-    /// Redis up long enough that a live node would have re-registered); returns how many.
+    /// Removes the nodes listed in the subscriber set `set` that are dead (lease gone and
+    /// reaped, or lost with everything by a Redis up long enough that a live node would have
+    /// re-registered); returns how many.
     pub(super) async fn forget_dead_subscribers(&self, set: &str) -> usize {
         let mut conn = self.conn();
         let Ok(listed) = conn.smembers::<_, Vec<String>>(set).await else {
@@ -193,10 +223,18 @@ impl RedisBackplane {
         let Ok(leases) = pipe.query_async::<Vec<bool>>(&mut conn).await else {
             return 0;
         };
+        let mut pipe = redis::pipe();
+        for tag in &others {
+            pipe.zscore(self.keys.nodes(), tag);
+        }
+        let Ok(registered) = pipe.query_async::<Vec<Option<f64>>>(&mut conn).await else {
+            return 0;
+        };
+        // Dead as the reaper decided it: no lease, and no longer registered.
         let dead: Vec<&&String> = others
             .iter()
-            .zip(leases)
-            .filter(|(_, alive)| !alive)
+            .zip(leases.into_iter().zip(registered))
+            .filter(|(_, (alive, registered))| !alive && registered.is_none())
             .map(|(t, _)| t)
             .collect();
         if dead.is_empty() || !may_reap(Some(false), self.redis_uptime().await, self.liveness.ttl) {
@@ -211,12 +249,16 @@ impl RedisBackplane {
     pub(super) async fn owner_missing(&self, target: &str) -> DeliveryError {
         let mut conn = self.conn();
         let lease_exists = conn.exists::<_, bool>(self.keys.lease(target)).await.ok();
-        let uptime = if lease_exists == Some(false) {
-            self.redis_uptime().await
-        } else {
-            None
-        };
-        verdict_on_missing_owner(lease_exists, uptime, self.liveness.ttl)
+        if lease_exists != Some(false) {
+            return DeliveryError::Unavailable;
+        }
+        let registered = conn
+            .zscore::<_, _, Option<f64>>(self.keys.nodes(), target)
+            .await
+            .ok()
+            .map(|score| score.is_some());
+        let uptime = self.redis_uptime().await;
+        verdict_on_missing_owner(lease_exists, registered, uptime, self.liveness.ttl)
     }
     /// Refreshes the lease every third of its TTL; re-registers everything when the lease
     /// was missing (Redis restarted or lost it) or a record write was lost.
@@ -310,8 +352,12 @@ impl RedisBackplane {
         let versions: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
         let mut uptime = None;
         for ((tag, alive), version) in tags.iter().zip(leases).zip(versions) {
+            let missing_long_enough = self.liveness.missing_for_a_ttl(tag, alive);
             if alive {
                 self.remember(tag, version).await?;
+                continue;
+            }
+            if !missing_long_enough {
                 continue;
             }
             if uptime.is_none() {
@@ -463,7 +509,7 @@ mod tests {
         let secs = |s| Some(Duration::from_secs(s));
         use DeliveryError::{Gone, Unavailable};
         let table = [
-            // (lease exists?, Redis uptime, verdict)
+            // (lease exists?, Redis uptime, verdict) — of a node no longer registered
             (Some(false), secs(3600), Gone),
             (Some(false), secs(4), Gone),          // 4 s > 3 s
             (Some(false), secs(3), Unavailable),   // not more than 2 TTLs
@@ -476,18 +522,41 @@ mod tests {
         ];
         for (lease, uptime, expected) in table {
             assert_eq!(
-                verdict_on_missing_owner(lease, uptime, ttl),
+                verdict_on_missing_owner(lease, Some(false), uptime, ttl),
                 expected,
                 "lease {lease:?}, uptime {uptime:?}"
             );
+            // Still registered (not reaped yet), or unknown: never gone.
+            for registered in [Some(true), None] {
+                assert_eq!(
+                    verdict_on_missing_owner(lease, registered, uptime, ttl),
+                    Unavailable,
+                    "registered {registered:?}, lease {lease:?}, uptime {uptime:?}"
+                );
+            }
         }
         // The bound scales with the TTL.
         let long = Duration::from_secs(60);
         assert_eq!(
-            verdict_on_missing_owner(Some(false), secs(100), long),
+            verdict_on_missing_owner(Some(false), Some(false), secs(100), long),
             Unavailable
         );
-        assert_eq!(verdict_on_missing_owner(Some(false), secs(121), long), Gone);
+        assert_eq!(
+            verdict_on_missing_owner(Some(false), Some(false), secs(121), long),
+            Gone
+        );
+    }
+
+    #[test]
+    fn a_node_counts_as_missing_only_after_a_whole_ttl_without_a_lease() {
+        let (deaths, _rx) = mpsc::channel(1);
+        let liveness = Liveness::new(Duration::from_millis(40), deaths);
+        assert!(!liveness.missing_for_a_ttl("a", false), "first sight");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(liveness.missing_for_a_ttl("a", false), "a TTL later");
+        // Seen with a lease (it re-registered): the clock starts again.
+        assert!(!liveness.missing_for_a_ttl("a", true));
+        assert!(!liveness.missing_for_a_ttl("a", false));
     }
 
     #[test]
