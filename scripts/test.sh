@@ -22,6 +22,13 @@ need() { # need <command> <debian-package>
 
 need cargo cargo
 need redis-server redis-server
+need redis-cli redis-tools
+# tests/redis_cluster.rs runs a Redis Cluster with sharded pub/sub: Redis 7.0 or later.
+redis_major=$(redis-server --version | sed -n 's/.* v=\([0-9]*\)\..*/\1/p')
+if [ "${redis_major:-0}" -lt 7 ]; then
+  echo "test.sh: redis-server $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') is too old: the Redis Cluster tests need 7.0 or later (sharded pub/sub). Install Redis 7 (Debian 12: apt-get install redis-server)." >&2
+  exit 1
+fi
 need haproxy haproxy
 need chromium chromium
 need node nodejs

@@ -2,7 +2,8 @@
 //! three real gateway processes:
 //!
 //! - cross-node POST, GET and DELETE, groups, broadcasts and listings work as on one
-//!   `redis-server`, over sharded pub/sub (Redis counts the nodes' shard subscriptions);
+//!   `redis-server`, over sharded pub/sub (Redis counts the nodes' shard subscriptions), on a
+//!   cluster that requires a password;
 //! - a master killed mid-traffic: its replica is promoted and cross-node requests and group
 //!   broadcasts resume without a gateway restart;
 //! - a slot moved to another master mid-traffic (the node's inbox and the group's channel):
@@ -40,7 +41,8 @@ async fn wait_listed(gw: &Gateway, path: &str, field: &str, want: &[String]) {
 
 #[tokio::test]
 async fn cross_node_operations_groups_broadcasts_and_listings() {
-    let cluster = RedisCluster::start().await;
+    // Password-protected, as production clusters are: the seeds carry it.
+    let cluster = RedisCluster::start_with_password("s3cret-pw").await;
     let gws = cluster_nodes(&cluster, 3, "").await;
     let mut clients = Vec::new(); // (ws, id, node index)
     for (i, gw) in gws.iter().enumerate() {

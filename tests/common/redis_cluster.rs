@@ -18,6 +18,8 @@ struct ClusterNode {
 /// Three masters, three replicas; stopped when dropped.
 pub struct RedisCluster {
     nodes: Vec<ClusterNode>,
+    /// `requirepass` (and `masterauth`) of every node, if any.
+    password: Option<String>,
 }
 
 /// `cluster-node-timeout`: how long a master may be silent before its replica takes over.
@@ -26,6 +28,22 @@ pub const NODE_TIMEOUT_MS: u64 = 2000;
 impl RedisCluster {
     /// Starts six servers, creates the cluster and waits until every node reports it ok.
     pub async fn start() -> RedisCluster {
+        Self::start_with(None).await
+    }
+
+    /// The same, every node requiring `password`.
+    pub async fn start_with_password(password: &str) -> RedisCluster {
+        Self::start_with(Some(password)).await
+    }
+
+    async fn start_with(password: Option<&str>) -> RedisCluster {
+        let auth: Vec<String> = password
+            .map(|pw| {
+                ["--requirepass", pw, "--masterauth", pw]
+                    .map(str::to_owned)
+                    .to_vec()
+            })
+            .unwrap_or_default();
         let mut nodes = Vec::new();
         for _ in 0..6 {
             let port = free_port();
@@ -51,6 +69,7 @@ impl RedisCluster {
                     "--repl-diskless-sync-delay",
                     "0",
                 ])
+                .args(&auth)
                 .arg("--dir")
                 .arg(dir.path())
                 .stdout(Stdio::null())
@@ -63,15 +82,19 @@ impl RedisCluster {
                 _dir: dir,
             });
         }
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster {
+            nodes,
+            password: password.map(str::to_owned),
+        };
         for node in &cluster.nodes {
             cluster
                 .wait(&format!("node {} answers", node.port), || {
-                    cli(node.port, &["PING"]) == "PONG"
+                    cluster.cli(node.port, &["PING"]) == "PONG"
                 })
                 .await;
         }
         let mut create = Command::new("redis-cli");
+        create.args(cluster.auth_args());
         create.arg("--cluster").arg("create");
         for node in &cluster.nodes {
             create.arg(format!("127.0.0.1:{}", node.port));
@@ -89,7 +112,7 @@ impl RedisCluster {
         cluster
             .wait("every replica in sync with its master", || {
                 cluster.nodes.iter().all(|n| {
-                    let info = cli(n.port, &["INFO", "replication"]);
+                    let info = cluster.cli(n.port, &["INFO", "replication"]);
                     info.contains("role:master") || info.contains("master_link_status:up")
                 })
             })
@@ -102,7 +125,7 @@ impl RedisCluster {
     pub async fn wait_ok(&self) {
         self.wait("cluster state ok on every node", || {
             self.running_ports().iter().all(|&p| {
-                let info = cli(p, &["CLUSTER", "INFO"]);
+                let info = self.cli(p, &["CLUSTER", "INFO"]);
                 info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
             }) && self.masters().len() == 3
         })
@@ -128,17 +151,47 @@ impl RedisCluster {
             .collect()
     }
 
-    /// The seed URLs for `cluster.redis_cluster_nodes` (every node).
+    /// The seed URLs for `cluster.redis_cluster_nodes` (every node, with the password).
     pub fn seeds(&self) -> Vec<String> {
+        let auth = self
+            .password
+            .as_ref()
+            .map(|pw| format!(":{pw}@"))
+            .unwrap_or_default();
         self.nodes
             .iter()
-            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .map(|n| format!("redis://{auth}127.0.0.1:{}", n.port))
             .collect()
+    }
+
+    /// redis-cli's arguments for the password.
+    fn auth_args(&self) -> Vec<String> {
+        match &self.password {
+            Some(pw) => vec!["-a".into(), pw.clone(), "--no-auth-warning".into()],
+            None => Vec::new(),
+        }
     }
 
     /// Runs a redis-cli command on the node at `port`.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        cli(port, args)
+        let out = Command::new("redis-cli")
+            .args(self.auth_args())
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    async fn cli_async(&self, port: u16, args: &[&str]) -> String {
+        let out = tokio::process::Command::new("redis-cli")
+            .args(self.auth_args())
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .await
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// The masters that are up (as a running node sees them): `(port, node id)`.
@@ -146,7 +199,7 @@ impl RedisCluster {
         let Some(&any) = self.running_ports().first() else {
             return Vec::new();
         };
-        cli(any, &["CLUSTER", "NODES"])
+        self.cli(any, &["CLUSTER", "NODES"])
             .lines()
             .filter(|l| l.contains("master") && !l.contains("fail") && !l.contains("noaddr"))
             .filter_map(|l| {
@@ -162,7 +215,7 @@ impl RedisCluster {
     /// The slot of a key or channel name.
     pub fn keyslot(&self, name: &str) -> u16 {
         let port = self.running_ports()[0];
-        cli(port, &["CLUSTER", "KEYSLOT", name])
+        self.cli(port, &["CLUSTER", "KEYSLOT", name])
             .parse()
             .unwrap_or_else(|_| panic!("CLUSTER KEYSLOT {name}"))
     }
@@ -179,7 +232,7 @@ impl RedisCluster {
     /// The slot ranges and their masters' ports: `(first, last, port)`.
     pub fn ranges(&self) -> Vec<(u16, u16, u16)> {
         let port = self.running_ports()[0];
-        let slots = cli(port, &["CLUSTER", "SLOTS"]);
+        let slots = self.cli(port, &["CLUSTER", "SLOTS"]);
         // redis-cli prints nested arrays one value per line: start, end, ip, port, id, …
         let lines: Vec<&str> = slots.lines().map(str::trim).collect();
         let mut ranges = Vec::new();
@@ -199,7 +252,7 @@ impl RedisCluster {
 
     /// How many clients of the node at `port` subscribe to the shard channel `channel`.
     pub fn shard_subscribers(&self, port: u16, channel: &str) -> u32 {
-        let out = cli(port, &["PUBSUB", "SHARDNUMSUB", channel]);
+        let out = self.cli(port, &["PUBSUB", "SHARDNUMSUB", channel]);
         out.lines()
             .nth(1)
             .and_then(|n| n.trim().parse().ok())
@@ -226,23 +279,29 @@ impl RedisCluster {
     pub async fn migrate_slot(&self, slot: u16, to: u16) {
         let from = self.owner_of(slot);
         assert_ne!(from, to, "slot {slot} is already on {to}");
-        let from_id = cli_async(from, &["CLUSTER", "MYID"]).await;
-        let to_id = cli_async(to, &["CLUSTER", "MYID"]).await;
+        let from_id = self.cli_async(from, &["CLUSTER", "MYID"]).await;
+        let to_id = self.cli_async(to, &["CLUSTER", "MYID"]).await;
         let slot_s = slot.to_string();
         let importing = ["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &from_id];
-        assert_eq!(cli_async(to, &importing).await, "OK");
+        assert_eq!(self.cli_async(to, &importing).await, "OK");
         let migrating = ["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &to_id];
-        assert_eq!(cli_async(from, &migrating).await, "OK");
+        assert_eq!(self.cli_async(from, &migrating).await, "OK");
         loop {
-            let keys = cli_async(from, &["CLUSTER", "GETKEYSINSLOT", &slot_s, "100"]).await;
+            let keys = self
+                .cli_async(from, &["CLUSTER", "GETKEYSINSLOT", &slot_s, "100"])
+                .await;
             let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
             if keys.is_empty() {
                 break;
             }
             let to_s = to.to_string();
-            let mut args = vec!["MIGRATE", "127.0.0.1", &to_s, "", "0", "5000", "KEYS"];
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to_s, "", "0", "5000"];
+            if let Some(pw) = &self.password {
+                args.extend(["AUTH", pw.as_str()]);
+            }
+            args.push("KEYS");
             args.extend(keys);
-            let out = cli_async(from, &args).await;
+            let out = self.cli_async(from, &args).await;
             assert!(out == "OK" || out == "NOKEY", "MIGRATE answered {out}");
         }
         // The new owner first, then the old one (it then drops the slot's shard
@@ -255,7 +314,8 @@ impl RedisCluster {
                 .filter(|p| *p != to && *p != from),
         );
         for port in order {
-            cli_async(port, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &to_id]).await;
+            self.cli_async(port, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &to_id])
+                .await;
         }
     }
 
@@ -263,9 +323,10 @@ impl RedisCluster {
     /// from the master at `from` to the one at `to`. Asynchronous, like
     /// [`migrate_slot`](Self::migrate_slot).
     pub async fn reshard(&self, from: u16, to: u16, count: u16) {
-        let from_id = cli_async(from, &["CLUSTER", "MYID"]).await;
-        let to_id = cli_async(to, &["CLUSTER", "MYID"]).await;
+        let from_id = self.cli_async(from, &["CLUSTER", "MYID"]).await;
+        let to_id = self.cli_async(to, &["CLUSTER", "MYID"]).await;
         let out = tokio::process::Command::new("redis-cli")
+            .args(self.auth_args())
             .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
             .args(["--cluster-from", &from_id, "--cluster-to", &to_id])
             .args(["--cluster-slots", &count.to_string(), "--cluster-yes"])
@@ -292,16 +353,6 @@ impl Drop for RedisCluster {
     }
 }
 
-async fn cli_async(port: u16, args: &[&str]) -> String {
-    let out = tokio::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .await
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// The slot of a key or channel name, computed as Redis does (CRC16-XMODEM of the hash tag,
 /// or of the whole name, modulo 16384), to search names without asking Redis each time.
 pub fn slot_of(name: &str) -> u16 {
@@ -325,15 +376,6 @@ pub fn slot_of(name: &str) -> u16 {
         }
     }
     crc % 16384
-}
-
-fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// A config for a gateway node on `cluster` with a short lease, plus `extra` sections.
