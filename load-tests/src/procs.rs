@@ -300,10 +300,16 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `binary` with `config` on 127.0.0.1:0 listeners and waits for both addresses.
     pub fn start(binary: &Path, config: &GatewayConfig) -> Result<Gateway> {
+        Self::start_toml(binary, &config.toml())
+    }
+
+    /// [`Gateway::start`] with configuration text of the caller's own (e.g. a generated
+    /// configuration with a section appended).
+    pub fn start_toml(binary: &Path, toml: &str) -> Result<Gateway> {
         let n = NEXT_CONFIG.fetch_add(1, Ordering::Relaxed);
         let config_path =
             std::env::temp_dir().join(format!("loadgen-{}-{n}.toml", std::process::id()));
-        std::fs::write(&config_path, config.toml())
+        std::fs::write(&config_path, toml)
             .with_context(|| format!("writing {}", config_path.display()))?;
         let mut child = with_raised_nofile(binary)
             .arg("serve")

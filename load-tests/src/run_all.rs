@@ -46,7 +46,7 @@ pub struct ReportArgs {
 
 /// Each scenario with its suite-size and quick-size arguments.
 fn plan(quick: bool) -> Vec<(&'static str, Vec<&'static str>)> {
-    const FULL: [(&str, &str); 7] = [
+    const FULL: [(&str, &str); 8] = [
         (
             "idle",
             "--connections 15000 --workers 4 --concurrency 24 --steps 6 --settle-ms 1500",
@@ -69,8 +69,12 @@ fn plan(quick: bool) -> Vec<(&'static str, Vec<&'static str>)> {
             "cluster",
             "--nodes 3 --connections-per-node 1000 --rate 5000 --duration-secs 20 --callers 32 --broadcasts 3",
         ),
+        (
+            "scale",
+            "--nodes 1,2,4,8 --members 100 --messages 200 --kind-messages 50 --memory-connections 5000 --tp-secs 10",
+        ),
     ];
-    const QUICK: [(&str, &str); 7] = [
+    const QUICK: [(&str, &str); 8] = [
         (
             "idle",
             "--connections 40 --workers 2 --steps 2 --settle-ms 100",
@@ -92,6 +96,10 @@ fn plan(quick: bool) -> Vec<(&'static str, Vec<&'static str>)> {
         (
             "cluster",
             "--nodes 3 --connections-per-node 5 --rate 200 --duration-secs 1 --callers 4 --broadcasts 1",
+        ),
+        (
+            "scale",
+            "--nodes 1,2 --members 3 --messages 5 --kind-messages 2 --memory-connections 20 --memory-group-size 5 --tp-groups 3 --tp-members 2 --tp-callers 2 --tp-secs 1 --no-redis-cluster",
         ),
     ];
     let chosen = if quick { QUICK } else { FULL };
@@ -345,9 +353,10 @@ mod tests {
                 "http-route",
                 "callback",
                 "fanout",
-                "cluster"
+                "cluster",
+                "scale"
             ]
         );
-        assert_eq!(plan(true).len(), 7);
+        assert_eq!(plan(true).len(), 8);
     }
 }

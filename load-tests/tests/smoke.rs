@@ -296,6 +296,69 @@ fn cluster_posts_across_nodes_and_broadcasts_to_all() {
 }
 
 #[test]
+fn scale_sees_no_group_bytes_on_non_member_nodes() {
+    let v = scenario(
+        "scale",
+        &[
+            "--nodes",
+            "1,2,3",
+            "--members",
+            "3",
+            "--messages",
+            "5",
+            "--kind-messages",
+            "2",
+            "--memory-connections",
+            "20",
+            "--memory-group-size",
+            "5",
+            "--tp-groups",
+            "3",
+            "--tp-members",
+            "2",
+            "--tp-callers",
+            "2",
+            "--tp-secs",
+            "1",
+        ],
+    );
+    assert_eq!(v["interest"]["verdict"], "pass", "{v}");
+    let rows = v["by_nodes"].as_array().expect("by_nodes");
+    assert_eq!(rows.len(), 3, "{v}");
+    for r in rows {
+        assert_eq!(r["delivered"], 15, "{v}");
+        assert!(f(r, &["member_bytes_per_msg"]) > 0.0, "{v}");
+        assert_eq!(f(r, &["nonmember_total_bytes_per_msg"]), 0.0, "{v}");
+    }
+    let k = &v["kinds"];
+    assert!(
+        f(k, &["cross_node_post", "request_in_bytes_per_msg"]) > 0.0,
+        "{v}"
+    );
+    let by_node = k["broadcast_all"]["in_bytes_per_msg_by_node"]
+        .as_array()
+        .expect("broadcast bytes by node");
+    assert_eq!(by_node.len(), 3, "{v}");
+    assert!(by_node.iter().all(|b| b.as_f64() > Some(0.0)), "{v}");
+    assert!(
+        f(&v, &["redis_memory", "bytes_per_connection_record"]) > 0.0,
+        "{v}"
+    );
+    let one = &v["throughput"]["one_redis"];
+    assert!(f(one, &["accepted"]) > 0.0, "{v}");
+    assert_eq!(one["delivered"], one["expected"], "{v}");
+    // The Redis Cluster half runs where the gateway accepts `cluster.redis_cluster_nodes`;
+    // otherwise it says why it did not.
+    let rc = &v["throughput"]["redis_cluster"];
+    if rc["measured"] == true {
+        assert_eq!(rc["delivered"], rc["expected"], "{v}");
+        assert_eq!(rc["masters"], 3, "{v}");
+    } else {
+        assert!(rc["why"].as_str().is_some_and(|w| !w.is_empty()), "{v}");
+    }
+}
+
+#[test]
 fn run_all_quick_writes_results_summary_and_charts() {
     let dir = std::env::temp_dir().join(format!("loadgen-smoke-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -330,7 +393,8 @@ fn run_all_quick_writes_results_summary_and_charts() {
             "http-route",
             "callback",
             "fanout",
-            "cluster"
+            "cluster",
+            "scale"
         ]
     );
     for s in results["scenarios"].as_array().unwrap() {
@@ -341,7 +405,7 @@ fn run_all_quick_writes_results_summary_and_charts() {
         );
     }
     let md = std::fs::read_to_string(dir.join("smoke.md")).unwrap();
-    assert!(md.contains("## Targets (issue 6)"), "{md}");
+    assert!(md.contains("## Targets (issues 6 and 13)"), "{md}");
     assert!(md.contains("- smoke test"), "{md}");
     assert!(md.contains("idle --connections 40"), "{md}");
     assert!(

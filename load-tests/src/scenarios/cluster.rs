@@ -45,7 +45,7 @@ pub struct Args {
 }
 
 /// Waits until `GET /readyz` answers 200 (Redis connected).
-async fn ready(management: SocketAddr) -> Result<()> {
+pub async fn ready(management: SocketAddr) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut http = HttpConn::new(management);
     loop {
