@@ -474,6 +474,13 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// The process id (for /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
         terminate(&mut self.child, Duration::from_secs(3));

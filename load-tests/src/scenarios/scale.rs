@@ -40,7 +40,7 @@ use serde_json::{Value, json};
 use super::Common;
 use super::cluster::ready;
 use crate::client::{self, HttpConn, SourceAddrs};
-use crate::procs::{Gateway, GatewayConfig, Redis, free_port, gateway_binary, rss_kib};
+use crate::procs::{Gateway, GatewayConfig, Redis, cpu_us, free_port, gateway_binary, rss_kib};
 use crate::report::{Table, num};
 use crate::stats::{self, Deliveries, KIND_POST, round2};
 
@@ -293,10 +293,12 @@ async fn await_deliveries(deliveries: &Deliveries, want: u64) -> u64 {
     deliveries.posts.count()
 }
 
-/// A POST-kind stamp padded to `bytes` (its timestamp's digits vary with the run time).
+/// A POST-kind [`stats::stamp`] padded to exactly `bytes` (when that is enough room): the
+/// timestamp's digits grow with the run time, the padding makes up for them.
 fn payload(bytes: usize) -> String {
-    let bare = stats::stamp(KIND_POST, 0).len();
-    stats::stamp(KIND_POST, bytes.saturating_sub(bare))
+    let head = format!("{{\"t\":{},\"k\":{KIND_POST},\"pad\":\"", stats::now_ns());
+    let pad = bytes.saturating_sub(head.len() + 2);
+    format!("{head}{}\"}}", "x".repeat(pad))
 }
 
 /// Bytes per message, 2 decimals.
@@ -343,6 +345,7 @@ async fn bytes_at(binary: &Path, args: &Args, n: usize, kinds: bool) -> Result<V
 
     let before = scrape_all(&managements).await?;
     let redis_before = info_field(redis_port, "stats", "total_net_output_bytes")?;
+    let redis_cpu = cpu_us(redis.pid())?;
     let path = format!("/@groups/{GROUP}");
     for _ in 0..args.messages {
         post(&mut http, &path, payload(args.payload_bytes), 202).await?;
@@ -350,6 +353,7 @@ async fn bytes_at(binary: &Path, args: &Args, n: usize, kinds: bool) -> Result<V
     let expected = (args.messages * args.members) as u64;
     let delivered = await_deliveries(&deliveries, expected).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let redis_cpu = cpu_us(redis.pid())? - redis_cpu;
     let after = scrape_all(&managements).await?;
     let redis_out = info_field(redis_port, "stats", "total_net_output_bytes")? - redis_before;
 
@@ -380,11 +384,19 @@ async fn bytes_at(binary: &Path, args: &Args, n: usize, kinds: bool) -> Result<V
         "nonmember_msgs": others_msgs,
         "poster_out_bytes_per_msg": per(after[poster].since(&before[poster], "out", "group").1, args.messages),
         "redis_out_bytes_per_msg": per(redis_out, args.messages),
+        "redis_cpu_us_per_msg": per(redis_cpu as f64, args.messages),
     });
 
     if kinds && n >= 2 && args.kind_messages > 0 {
-        row["kinds"] =
-            kind_bytes(&managements, &ids, args, &deliveries, delivered, redis_port).await?;
+        row["kinds"] = kind_bytes(
+            &managements,
+            &ids,
+            args,
+            &deliveries,
+            delivered,
+            (redis_port, redis.pid()),
+        )
+        .await?;
     }
     for node in &mut nodes {
         node.check_alive()?;
@@ -402,7 +414,7 @@ async fn kind_bytes(
     args: &Args,
     deliveries: &Deliveries,
     delivered_so_far: u64,
-    redis_port: u16,
+    (redis_port, redis_pid): (u16, u32),
 ) -> Result<Value> {
     let k = args.kind_messages;
     let poster = managements.len() - 1;
@@ -419,6 +431,7 @@ async fn kind_bytes(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mid = scrape_all(managements).await?;
     let redis_mid = info_field(redis_port, "stats", "total_net_output_bytes")?;
+    let cpu_mid = cpu_us(redis_pid)?;
     for _ in 0..k {
         post(&mut http, "/@broadcast", payload(args.payload_bytes), 202).await?;
     }
@@ -426,6 +439,7 @@ async fn kind_bytes(
     let all_delivered =
         await_deliveries(deliveries, want).await - delivered_so_far - post_delivered;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let cpu_after = cpu_us(redis_pid)?;
     let after = scrape_all(managements).await?;
     let redis_after = info_field(redis_port, "stats", "total_net_output_bytes")?;
 
@@ -450,6 +464,7 @@ async fn kind_bytes(
             "in_bytes_per_msg_by_node": broadcast_in,
             "out_bytes_per_msg": per(after[poster].since(&mid[poster], "out", "broadcast").1, k),
             "redis_out_bytes_per_msg": per(redis_after - redis_mid, k),
+            "redis_cpu_us_per_msg": per((cpu_after - cpu_mid) as f64, k),
         },
     }))
 }
@@ -699,6 +714,11 @@ impl RedisCluster {
             .collect()
     }
 
+    /// The servers' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
     /// The ports of the current masters.
     pub fn masters(&self) -> Vec<u16> {
         self.ports
@@ -740,7 +760,19 @@ fn cluster_port(taken: &[u16]) -> Result<u16> {
 }
 
 /// Phase 4 on one backend: cross-node group broadcasts, closed loop, through node 0.
-async fn throughput(binary: &Path, args: &Args, backend: &Backend) -> Result<Value> {
+async fn throughput(
+    binary: &Path,
+    args: &Args,
+    backend: &Backend,
+    redis_pids: &[u32],
+) -> Result<Value> {
+    let redis_cpu = || -> Result<u64> {
+        let mut total = 0;
+        for pid in redis_pids {
+            total += cpu_us(*pid)?;
+        }
+        Ok(total)
+    };
     let prefix = format!("lgt{}", std::process::id());
     let toml = GatewayConfig::echo().toml() + &backend.section(&prefix);
     let n = args.tp_nodes.max(2);
@@ -785,6 +817,9 @@ async fn throughput(binary: &Path, args: &Args, backend: &Backend) -> Result<Val
     let callers = args.tp_callers.max(1);
     let duration = Duration::from_secs(args.tp_secs);
     let hard_stop = Instant::now() + args.common.limit();
+    let gateways_cpu =
+        |nodes: &[Gateway]| nodes.iter().map(|g| cpu_us(g.pid())).sum::<Result<u64>>();
+    let cpu_start = (redis_cpu()?, gateways_cpu(&nodes)?);
     let start = Instant::now();
     let payload_bytes = args.payload_bytes;
     let tasks: Vec<_> = (0..callers)
@@ -832,6 +867,7 @@ async fn throughput(binary: &Path, args: &Args, backend: &Backend) -> Result<Val
         first_error = first_error.or(fe);
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu_end = (redis_cpu()?, gateways_cpu(&nodes)?);
     let accepted = hist.len();
     let per_post = (args.tp_members * (n - 1)) as u64;
     let expected = accepted * per_post;
@@ -853,6 +889,8 @@ async fn throughput(binary: &Path, args: &Args, backend: &Backend) -> Result<Val
         "deliveries_per_s": stats::rate(delivered, elapsed),
         "expected": expected,
         "delivered": delivered,
+        "redis_cpu_us_per_post": per((cpu_end.0 - cpu_start.0) as f64, accepted as usize),
+        "gateways_cpu_us_per_post": per((cpu_end.1 - cpu_start.1) as f64, accepted as usize),
         "post_latency": stats::summary(&hist),
         "delivery_latency": stats::summary(&deliveries.posts.latency.merged()),
     }))
@@ -868,7 +906,8 @@ async fn cluster_throughput(binary: &Path, args: &Args) -> Value {
         Err(e) => return json!({"measured": false, "why": format!("{e:#}")}),
     };
     let masters = cluster.masters();
-    match throughput(binary, args, &Backend::Cluster(cluster.seeds())).await {
+    let pids = cluster.pids();
+    match throughput(binary, args, &Backend::Cluster(cluster.seeds()), &pids).await {
         Ok(mut v) => {
             v["measured"] = json!(true);
             v["masters"] = json!(masters.len());
@@ -923,7 +962,13 @@ pub async fn run(args: &Args) -> Result<Value> {
     };
     let single = {
         let redis = Redis::start()?;
-        throughput(&binary, args, &Backend::Single(redis.url.clone())).await?
+        throughput(
+            &binary,
+            args,
+            &Backend::Single(redis.url.clone()),
+            &[redis.pid()],
+        )
+        .await?
     };
     let cluster = cluster_throughput(&binary, args).await;
     let complete = |v: &Value| v["delivered"] == v["expected"];
@@ -972,11 +1017,12 @@ pub fn table(v: &Value) -> Table {
     let (one, rc) = (&t["one_redis"], &t["redis_cluster"]);
     let rc_text = if rc["measured"] == true {
         format!(
-            "Redis Cluster ({} masters) {} posts/s ({} deliveries/s, POST p99 {} ms), {}× one Redis",
+            "Redis Cluster ({} masters) {} posts/s ({} deliveries/s, POST p99 {} ms, Redis CPU {} µs/post), {}× one Redis",
             num(&rc["masters"]),
             num(&rc["posts_per_s"]),
             num(&rc["deliveries_per_s"]),
             num(&rc["post_latency"]["p99_ms"]),
+            num(&rc["redis_cpu_us_per_post"]),
             num(&t["ratio_posts_per_s"]),
         )
     } else {
@@ -1000,7 +1046,7 @@ pub fn table(v: &Value) -> Table {
     };
     let mut table = Table::new(
         format!(
-            "scale: backplane bytes received per message, members on node 0, posts through the last node; non-member verdict: {}{}. Cross-node group throughput ({} nodes, {} callers through node 0): one Redis {} posts/s ({} deliveries/s, POST p99 {} ms); {}. {}",
+            "scale: backplane bytes received per message, members on node 0, posts through the last node; non-member verdict: {}{}. Cross-node group throughput ({} nodes, {} callers through node 0): one Redis {} posts/s ({} deliveries/s, POST p99 {} ms, Redis CPU {} µs/post); {}. {}",
             v["interest"]["verdict"].as_str().unwrap_or("?"),
             v["interest"]["why"]
                 .as_str()
@@ -1011,6 +1057,7 @@ pub fn table(v: &Value) -> Table {
             num(&one["posts_per_s"]),
             num(&one["deliveries_per_s"]),
             num(&one["post_latency"]["p99_ms"]),
+            num(&one["redis_cpu_us_per_post"]),
             rc_text,
             memory,
         ),
@@ -1144,6 +1191,15 @@ mod tests {
         let before = Counters::parse("");
         let after = Counters::parse(text);
         assert_eq!(after.since(&before, "in", "group"), (0.0, 1234.0));
+    }
+
+    #[test]
+    fn payloads_have_the_asked_length_and_parse_as_stamps() {
+        for bytes in [60, 100, 1000] {
+            let p = payload(bytes);
+            assert_eq!(p.len(), bytes, "{p}");
+            assert_eq!(stats::parse_stamp(&p).map(|s| s.1), Some(KIND_POST));
+        }
     }
 
     #[test]
