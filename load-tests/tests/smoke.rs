@@ -320,6 +320,8 @@ fn scale_sees_no_group_bytes_on_non_member_nodes() {
             "2",
             "--tp-secs",
             "1",
+            "--tp-rounds",
+            "1",
         ],
     );
     assert_eq!(v["interest"]["verdict"], "pass", "{v}");

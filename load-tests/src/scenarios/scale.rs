@@ -86,6 +86,9 @@ pub struct Args {
     /// Seconds of posting in the throughput phase, per backend.
     #[arg(long, default_value_t = 10)]
     pub tp_secs: u64,
+    /// Rounds of the throughput phase, alternating one Redis and the Redis Cluster.
+    #[arg(long, default_value_t = 2)]
+    pub tp_rounds: usize,
     /// Skip the Redis Cluster half of the throughput phase.
     #[arg(long)]
     pub no_redis_cluster: bool,
@@ -760,12 +763,62 @@ fn cluster_port(taken: &[u16]) -> Result<u16> {
 }
 
 /// Phase 4 on one backend: cross-node group broadcasts, closed loop, through node 0.
+/// One round of phase 4 on one backend: its counts, and its latencies to merge.
+struct Round {
+    counts: Value,
+    post: hdrhistogram::Histogram<u64>,
+    delivery: hdrhistogram::Histogram<u64>,
+}
+
+/// Rounds on one backend added up: rates over the summed time, CPU per post over the
+/// summed posts, latency over every post and delivery.
+fn merge_rounds(rounds: &[Round]) -> Value {
+    let sum = |key: &str| {
+        rounds
+            .iter()
+            .map(|r| r.counts[key].as_f64().unwrap_or(0.0))
+            .sum::<f64>()
+    };
+    let (mut post, mut delivery) = (stats::histogram(), stats::histogram());
+    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+    for r in rounds {
+        let _ = post.add(&r.post);
+        let _ = delivery.add(&r.delivery);
+        for (k, n) in r.counts["statuses"].as_object().into_iter().flatten() {
+            *statuses.entry(k.clone()).or_default() += n.as_u64().unwrap_or(0);
+        }
+    }
+    let first = rounds.first().map(|r| &r.counts).unwrap_or(&Value::Null);
+    let (accepted, elapsed) = (sum("accepted"), sum("elapsed_s"));
+    json!({
+        "nodes": first["nodes"],
+        "groups": first["groups"],
+        "members_per_group": first["members_per_group"],
+        "callers": first["callers"],
+        "rounds": rounds.len(),
+        "posts": sum("posts"),
+        "accepted": accepted,
+        "statuses": statuses,
+        "first_error": rounds.iter().map(|r| &r.counts["first_error"]).find(|e| !e.is_null()),
+        "elapsed_s": round2(elapsed),
+        "posts_per_s": stats::rate(accepted as u64, elapsed),
+        "deliveries_per_s": stats::rate(sum("delivered") as u64, elapsed),
+        "expected": sum("expected"),
+        "delivered": sum("delivered"),
+        "redis_cpu_us_per_post": per(sum("redis_cpu_us"), accepted as usize),
+        "gateways_cpu_us_per_post": per(sum("gateways_cpu_us"), accepted as usize),
+        "posts_per_s_by_round": rounds.iter().map(|r| r.counts["posts_per_s"].clone()).collect::<Vec<_>>(),
+        "post_latency": stats::summary(&post),
+        "delivery_latency": stats::summary(&delivery),
+    })
+}
+
 async fn throughput(
     binary: &Path,
     args: &Args,
-    backend: &Backend,
+    (backend, round): (&Backend, usize),
     redis_pids: &[u32],
-) -> Result<Value> {
+) -> Result<Round> {
     let redis_cpu = || -> Result<u64> {
         let mut total = 0;
         for pid in redis_pids {
@@ -773,7 +826,7 @@ async fn throughput(
         }
         Ok(total)
     };
-    let prefix = format!("lgt{}", std::process::id());
+    let prefix = format!("lgt{}r{round}", std::process::id());
     let toml = GatewayConfig::echo().toml() + &backend.section(&prefix);
     let n = args.tp_nodes.max(2);
     let mut nodes = start_nodes(binary, &toml, n).await?;
@@ -875,57 +928,74 @@ async fn throughput(
     for node in &mut nodes {
         node.check_alive()?;
     }
-    Ok(json!({
-        "nodes": n,
-        "groups": groups,
-        "members_per_group": per_post,
-        "callers": callers,
-        "posts": statuses.values().sum::<u64>(),
-        "accepted": accepted,
-        "statuses": statuses,
-        "first_error": first_error,
-        "elapsed_s": round2(elapsed),
-        "posts_per_s": stats::rate(accepted, elapsed),
-        "deliveries_per_s": stats::rate(delivered, elapsed),
-        "expected": expected,
-        "delivered": delivered,
-        "redis_cpu_us_per_post": per((cpu_end.0 - cpu_start.0) as f64, accepted as usize),
-        "gateways_cpu_us_per_post": per((cpu_end.1 - cpu_start.1) as f64, accepted as usize),
-        "post_latency": stats::summary(&hist),
-        "delivery_latency": stats::summary(&deliveries.posts.latency.merged()),
-    }))
+    drop(nodes);
+    Ok(Round {
+        counts: json!({
+            "nodes": n,
+            "groups": groups,
+            "members_per_group": per_post,
+            "callers": callers,
+            "posts": statuses.values().sum::<u64>(),
+            "accepted": accepted,
+            "statuses": statuses,
+            "first_error": first_error,
+            "elapsed_s": elapsed,
+            "posts_per_s": stats::rate(accepted, elapsed),
+            "expected": expected,
+            "delivered": delivered,
+            "redis_cpu_us": cpu_end.0 - cpu_start.0,
+            "gateways_cpu_us": cpu_end.1 - cpu_start.1,
+        }),
+        post: hist,
+        delivery: deliveries.posts.latency.merged(),
+    })
 }
 
-/// Phase 4 on the Redis Cluster, or why it could not run.
-async fn cluster_throughput(binary: &Path, args: &Args) -> Value {
-    if args.no_redis_cluster {
-        return json!({"measured": false, "why": "skipped (--no-redis-cluster)"});
-    }
-    let cluster = match RedisCluster::start(3) {
-        Ok(c) => c,
-        Err(e) => return json!({"measured": false, "why": format!("{e:#}")}),
+/// Why the cluster half did not run, from the error of starting it.
+fn not_measured(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    // A gateway that rejects the configuration prints why on its last lines.
+    text.lines()
+        .rev()
+        .find(|l| l.contains("redis_cluster_nodes") || l.contains("unknown field"))
+        .map(|l| format!("the gateway rejected the configuration: {}", l.trim()))
+        .unwrap_or(text)
+}
+
+/// Phase 4: `--tp-rounds` alternating rounds on one redis-server and on a Redis Cluster
+/// (both kept up; fresh gateway nodes and key prefix each round), or why the cluster half
+/// could not run.
+async fn throughput_phase(binary: &Path, args: &Args) -> Result<(Value, Value)> {
+    let redis = Redis::start()?;
+    let single = Backend::Single(redis.url.clone());
+    let mut cluster = if args.no_redis_cluster {
+        Err("skipped (--no-redis-cluster)".to_owned())
+    } else {
+        RedisCluster::start(3).map_err(|e| format!("{e:#}"))
     };
-    let masters = cluster.masters();
-    let pids = cluster.pids();
-    match throughput(binary, args, &Backend::Cluster(cluster.seeds()), &pids).await {
-        Ok(mut v) => {
+    let backend = cluster.as_ref().ok().map(|c| Backend::Cluster(c.seeds()));
+    let (mut ones, mut clusters) = (Vec::new(), Vec::new());
+    for round in 0..args.tp_rounds.max(1) {
+        ones.push(throughput(binary, args, (&single, round), &[redis.pid()]).await?);
+        if let (Ok(c), Some(b)) = (&cluster, &backend) {
+            match throughput(binary, args, (b, round), &c.pids()).await {
+                Ok(r) => clusters.push(r),
+                Err(e) => cluster = Err(not_measured(&e)),
+            }
+        }
+    }
+    let rc = match &cluster {
+        Ok(c) if !clusters.is_empty() => {
+            let mut v = merge_rounds(&clusters);
             v["measured"] = json!(true);
-            v["masters"] = json!(masters.len());
-            v["servers"] = json!(cluster.ports.len());
+            v["masters"] = json!(c.masters().len());
+            v["servers"] = json!(c.ports.len());
             v
         }
-        Err(e) => {
-            let text = format!("{e:#}");
-            // A gateway that rejects the configuration prints why on its last lines.
-            let why = text
-                .lines()
-                .rev()
-                .find(|l| l.contains("redis_cluster_nodes") || l.contains("unknown field"))
-                .map(|l| format!("the gateway rejected the configuration: {}", l.trim()))
-                .unwrap_or(text);
-            json!({"measured": false, "masters": masters.len(), "why": why})
-        }
-    }
+        Ok(_) => json!({"measured": false, "why": "no round ran"}),
+        Err(why) => json!({"measured": false, "why": why}),
+    };
+    Ok((merge_rounds(&ones), rc))
 }
 
 /// Runs every phase.
@@ -960,17 +1030,7 @@ pub async fn run(args: &Args) -> Result<Value> {
     } else {
         Value::Null
     };
-    let single = {
-        let redis = Redis::start()?;
-        throughput(
-            &binary,
-            args,
-            &Backend::Single(redis.url.clone()),
-            &[redis.pid()],
-        )
-        .await?
-    };
-    let cluster = cluster_throughput(&binary, args).await;
+    let (single, cluster) = throughput_phase(&binary, args).await?;
     let complete = |v: &Value| v["delivered"] == v["expected"];
     let kinds = rows
         .iter()
@@ -997,7 +1057,7 @@ pub async fn run(args: &Args) -> Result<Value> {
             "memory_group_size": args.memory_group_size,
             "tp_nodes": args.tp_nodes, "tp_groups": args.tp_groups,
             "tp_members": args.tp_members, "tp_callers": args.tp_callers,
-            "tp_secs": args.tp_secs,
+            "tp_secs": args.tp_secs, "tp_rounds": args.tp_rounds,
         },
         "interest": verdict.json(),
         "by_nodes": rows,
