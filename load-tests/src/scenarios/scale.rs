@@ -512,6 +512,7 @@ async fn redis_memory(binary: &Path, args: &Args) -> Result<Value> {
     let watcher = nodes[1].management_addr;
     let watcher_rss_before = rss_kib(nodes[1].pid())?;
     let m0 = memory(port)?;
+    let cpu0 = cpu_us(redis.pid())?;
     let members = client::connect_members(node.client_addr, m, 32, &SourceAddrs::fresh()).await?;
     let conns_key = redis_cli(port, &["--scan", "--pattern", &format!("{prefix}:*:conns")])?;
     if conns_key.is_empty() || conns_key.contains('\n') {
@@ -520,6 +521,7 @@ async fn redis_memory(binary: &Path, args: &Args) -> Result<Value> {
     await_count(port, "HLEN", &conns_key, m)?;
     let ids_key = conns_key.replace(":conns", ":ids");
     await_count(port, "ZCARD", &ids_key, m)?;
+    let cpu1 = cpu_us(redis.pid())?;
     let m1 = memory(port)?;
     // The other node re-reads node 0's records at most once per two lease TTLs (10 s).
     let until = Instant::now() + Duration::from_secs(30);
@@ -539,6 +541,7 @@ async fn redis_memory(binary: &Path, args: &Args) -> Result<Value> {
 
     let (clients, ids): (Vec<_>, Vec<_>) = members.into_iter().unzip();
     let size = args.memory_group_size.max(1);
+    let cpu2 = cpu_us(redis.pid())?;
     let mut groups = 0;
     for (g, chunk) in ids.chunks(size).enumerate() {
         client::join_group(node.management_addr, &format!("m{g}"), chunk, 4).await?;
@@ -552,6 +555,7 @@ async fn redis_memory(binary: &Path, args: &Args) -> Result<Value> {
         &format!("{prefix}:{{g.m0}}:members"),
         ids.len().min(size),
     )?;
+    let cpu3 = cpu_us(redis.pid())?;
     let m2 = memory(port)?;
     client::join_group(node.management_addr, "big", &ids, 4).await?;
     await_count(port, "SCARD", &memberships_key, 2 * m)?;
@@ -560,6 +564,18 @@ async fn redis_memory(binary: &Path, args: &Args) -> Result<Value> {
     let m3 = memory(port)?;
     let encoding = |key: &str| redis_cli(port, &["OBJECT", "ENCODING", key]).unwrap_or_default();
     let record_sample = redis_cli(port, &["HGET", &conns_key, &ids[0]]).unwrap_or_default();
+    // What a survivor's re-read of another node's records costs Redis: HGETALL of the
+    // hash, 20 times (the survivors page through it with HSCAN; the entries are the same).
+    let reads = 20;
+    let (cpu_r, out_r) = (
+        cpu_us(redis.pid())?,
+        info_field(port, "stats", "total_net_output_bytes")?,
+    );
+    redis_cli(port, &["-r", &reads.to_string(), "HGETALL", &conns_key])?;
+    let (cpu_r, out_r) = (
+        cpu_us(redis.pid())? - cpu_r,
+        info_field(port, "stats", "total_net_output_bytes")? - out_r,
+    );
     let result = json!({
         "connections": m,
         "group_size": size,
@@ -571,6 +587,13 @@ async fn redis_memory(binary: &Path, args: &Args) -> Result<Value> {
         "bytes_per_membership_small_groups": per(m2.0 - m1.0, m),
         "bytes_per_membership_one_large_group": per(m3.0 - m2.0, m),
         "record_json_bytes": record_sample.len(),
+        "redis_cpu_us_per_connection_record_write": per((cpu1 - cpu0) as f64, m),
+        "redis_cpu_us_per_membership_write": per((cpu3 - cpu2) as f64, m),
+        "record_read": {
+            "reads": reads,
+            "redis_cpu_us_per_record": round2(cpu_r as f64 / (reads * m) as f64),
+            "redis_out_bytes_per_record": round2(out_r / (reads * m) as f64),
+        },
         "other_node_remembers": {
             "connections": remembered.0,
             "bytes_per_connection": per(remembered.1, m),
