@@ -745,6 +745,19 @@ impl RedisCluster {
         self.children.iter().map(Child::id).collect()
     }
 
+    /// Each server's role now (`master`, `slave`), in the order of [`RedisCluster::ports`].
+    pub fn roles(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| {
+                redis_cli(*p, &["ROLE"])
+                    .ok()
+                    .and_then(|r| r.lines().next().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
     /// The ports of the current masters.
     pub fn masters(&self) -> Vec<u16> {
         self.ports
@@ -812,6 +825,17 @@ fn merge_rounds(rounds: &[Round]) -> Value {
         }
     }
     let first = rounds.first().map(|r| &r.counts).unwrap_or(&Value::Null);
+    let mut by_server: Vec<u64> = Vec::new();
+    for r in rounds {
+        let cpu = r.counts["redis_cpu_us_by_server"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        by_server.resize(by_server.len().max(cpu.len()), 0);
+        for (total, us) in by_server.iter_mut().zip(cpu) {
+            *total += us.as_u64().unwrap_or(0);
+        }
+    }
     let (accepted, elapsed) = (sum("accepted"), sum("elapsed_s"));
     json!({
         "nodes": first["nodes"],
@@ -830,6 +854,10 @@ fn merge_rounds(rounds: &[Round]) -> Value {
         "delivered": sum("delivered"),
         "redis_cpu_us_per_post": per(sum("redis_cpu_us"), accepted as usize),
         "gateways_cpu_us_per_post": per(sum("gateways_cpu_us"), accepted as usize),
+        "redis_cpu_us_per_post_by_server": by_server
+            .iter()
+            .map(|us| per(*us as f64, accepted as usize))
+            .collect::<Vec<_>>(),
         "posts_per_s_by_round": rounds.iter().map(|r| r.counts["posts_per_s"].clone()).collect::<Vec<_>>(),
         "post_latency": stats::summary(&post),
         "delivery_latency": stats::summary(&delivery),
@@ -842,13 +870,7 @@ async fn throughput(
     (backend, round): (&Backend, usize),
     redis_pids: &[u32],
 ) -> Result<Round> {
-    let redis_cpu = || -> Result<u64> {
-        let mut total = 0;
-        for pid in redis_pids {
-            total += cpu_us(*pid)?;
-        }
-        Ok(total)
-    };
+    let redis_cpu = || -> Result<Vec<u64>> { redis_pids.iter().map(|p| cpu_us(*p)).collect() };
     let prefix = format!("lgt{}r{round}", std::process::id());
     let toml = GatewayConfig::echo().toml() + &backend.section(&prefix);
     let n = args.tp_nodes.max(2);
@@ -966,7 +988,8 @@ async fn throughput(
             "posts_per_s": stats::rate(accepted, elapsed),
             "expected": expected,
             "delivered": delivered,
-            "redis_cpu_us": cpu_end.0 - cpu_start.0,
+            "redis_cpu_us": cpu_end.0.iter().sum::<u64>() - cpu_start.0.iter().sum::<u64>(),
+            "redis_cpu_us_by_server": cpu_end.0.iter().zip(&cpu_start.0).map(|(e, s)| e - s).collect::<Vec<_>>(),
             "gateways_cpu_us": cpu_end.1 - cpu_start.1,
         }),
         post: hist,
@@ -1012,6 +1035,7 @@ async fn throughput_phase(binary: &Path, args: &Args) -> Result<(Value, Value)> 
             let mut v = merge_rounds(&clusters);
             v["measured"] = json!(true);
             v["masters"] = json!(c.masters().len());
+            v["roles_by_server"] = json!(c.roles());
             v["servers"] = json!(c.ports.len());
             v
         }
