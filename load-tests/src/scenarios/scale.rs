@@ -369,8 +369,9 @@ async fn bytes_at(binary: &Path, args: &Args, n: usize, kinds: bool) -> Result<V
         .iter()
         .map(|(_, b)| per(*b, args.messages))
         .collect();
-    let others_sum: f64 = group_in[1..].iter().map(|(_, b)| b).sum();
-    let others_msgs: f64 = group_in[1..].iter().map(|(m, _)| m).sum();
+    // fold from +0.0: an empty f64 sum is -0.0, which would print as "-0".
+    let others_sum = group_in[1..].iter().fold(0.0, |a, (_, b)| a + b);
+    let others_msgs = group_in[1..].iter().fold(0.0, |a, (m, _)| a + m);
     let mut row = json!({
         "nodes": n,
         "messages": args.messages,
@@ -1223,7 +1224,9 @@ pub fn table(v: &Value) -> Table {
             vec![
                 num(&json!(by_node.first())),
                 num(&json!(by_node.iter().skip(1).copied().fold(0.0, f64::max))),
-                num(&json!(round2(by_node.iter().skip(1).sum::<f64>()))),
+                num(&json!(round2(
+                    by_node.iter().skip(1).fold(0.0, |a, b| a + b)
+                ))),
                 num(&b["out_bytes_per_msg"]),
                 num(&b["redis_out_bytes_per_msg"]),
                 format!("{} / {}", num(&b["delivered"]), num(&b["expected"])),
