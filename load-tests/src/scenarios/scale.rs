@@ -807,6 +807,47 @@ struct Round {
     delivery: hdrhistogram::Histogram<u64>,
 }
 
+/// `INFO commandstats` as command → (calls, µs Redis spent in it).
+pub fn commandstats(text: &str) -> BTreeMap<String, (f64, f64)> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("cmdstat_"))
+        .filter_map(|l| {
+            let (name, fields) = l.split_once(':')?;
+            let field = |key: &str| {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            Some((name.to_owned(), (field("calls")?, field("usec")?)))
+        })
+        .collect()
+}
+
+/// Per command, over every round: calls and Redis µs per accepted post (only commands
+/// called at least once per 100 posts).
+fn commands_per_post(rounds: &[Round], accepted: f64) -> Value {
+    let mut total: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for r in rounds {
+        for (name, v) in r.counts["commands"].as_object().into_iter().flatten() {
+            let e = total.entry(name.clone()).or_default();
+            e.0 += v[0].as_f64().unwrap_or(0.0);
+            e.1 += v[1].as_f64().unwrap_or(0.0);
+        }
+    }
+    let accepted = accepted.max(1.0);
+    total
+        .into_iter()
+        .filter(|(_, (calls, _))| calls / accepted >= 0.01)
+        .map(|(name, (calls, usec))| {
+            let calls_pp = round2(calls / accepted);
+            let usec_pp = round2(usec / accepted);
+            (name, json!({"calls": calls_pp, "usec": usec_pp}))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 /// Rounds on one backend added up: rates over the summed time, CPU per post over the
 /// summed posts, latency over every post and delivery.
 fn merge_rounds(rounds: &[Round]) -> Value {
@@ -855,6 +896,7 @@ fn merge_rounds(rounds: &[Round]) -> Value {
         "delivered": sum("delivered"),
         "redis_cpu_us_per_post": per(sum("redis_cpu_us"), accepted as usize),
         "gateways_cpu_us_per_post": per(sum("gateways_cpu_us"), accepted as usize),
+        "redis_commands_per_post": commands_per_post(rounds, accepted),
         "redis_cpu_us_per_post_by_server": by_server
             .iter()
             .map(|us| per(*us as f64, accepted as usize))
@@ -869,8 +911,20 @@ async fn throughput(
     binary: &Path,
     args: &Args,
     (backend, round): (&Backend, usize),
-    redis_pids: &[u32],
+    (redis_pids, redis_ports): (&[u32], &[u16]),
 ) -> Result<Round> {
+    let commands = || -> Result<BTreeMap<String, (f64, f64)>> {
+        let mut all = BTreeMap::new();
+        for port in redis_ports {
+            for (name, (calls, usec)) in commandstats(&redis_cli(*port, &["INFO", "commandstats"])?)
+            {
+                let e: &mut (f64, f64) = all.entry(name).or_default();
+                e.0 += calls;
+                e.1 += usec;
+            }
+        }
+        Ok(all)
+    };
     let redis_cpu = || -> Result<Vec<u64>> { redis_pids.iter().map(|p| cpu_us(*p)).collect() };
     let prefix = format!("lgt{}r{round}", std::process::id());
     let toml = GatewayConfig::echo().toml() + &backend.section(&prefix);
@@ -919,6 +973,7 @@ async fn throughput(
     let gateways_cpu =
         |nodes: &[Gateway]| nodes.iter().map(|g| cpu_us(g.pid())).sum::<Result<u64>>();
     let cpu_start = (redis_cpu()?, gateways_cpu(&nodes)?);
+    let commands_start = commands()?;
     let start = Instant::now();
     let payload_bytes = args.payload_bytes;
     let tasks: Vec<_> = (0..callers)
@@ -967,6 +1022,7 @@ async fn throughput(
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu_end = (redis_cpu()?, gateways_cpu(&nodes)?);
+    let commands_end = commands()?;
     let accepted = hist.len();
     let per_post = (args.tp_members * (n - 1)) as u64;
     let expected = accepted * per_post;
@@ -992,6 +1048,14 @@ async fn throughput(
             "redis_cpu_us": cpu_end.0.iter().sum::<u64>() - cpu_start.0.iter().sum::<u64>(),
             "redis_cpu_us_by_server": cpu_end.0.iter().zip(&cpu_start.0).map(|(e, s)| e - s).collect::<Vec<_>>(),
             "gateways_cpu_us": cpu_end.1 - cpu_start.1,
+            "commands": commands_end
+                .iter()
+                .map(|(name, (calls, usec))| {
+                    let (c0, u0) = commands_start.get(name).copied().unwrap_or_default();
+                    (name.clone(), json!([calls - c0, usec - u0]))
+                })
+                .filter(|(_, v)| v[0].as_f64() > Some(0.0))
+                .collect::<serde_json::Map<_, _>>(),
         }),
         post: hist,
         delivery: deliveries.posts.latency.merged(),
@@ -1023,9 +1087,10 @@ async fn throughput_phase(binary: &Path, args: &Args) -> Result<(Value, Value)> 
     let backend = cluster.as_ref().ok().map(|c| Backend::Cluster(c.seeds()));
     let (mut ones, mut clusters) = (Vec::new(), Vec::new());
     for round in 0..args.tp_rounds.max(1) {
-        ones.push(throughput(binary, args, (&single, round), &[redis.pid()]).await?);
+        let port = port_of(&redis.url)?;
+        ones.push(throughput(binary, args, (&single, round), (&[redis.pid()], &[port])).await?);
         if let (Ok(c), Some(b)) = (&cluster, &backend) {
-            match throughput(binary, args, (b, round), &c.pids()).await {
+            match throughput(binary, args, (b, round), (&c.pids(), &c.ports)).await {
                 Ok(r) => clusters.push(r),
                 Err(e) => cluster = Err(not_measured(&e)),
             }
@@ -1310,6 +1375,15 @@ mod tests {
             assert_eq!(p.len(), bytes, "{p}");
             assert_eq!(stats::parse_stamp(&p).map(|s| s.1), Some(KIND_POST));
         }
+    }
+
+    #[test]
+    fn commandstats_are_parsed() {
+        let text = "# Commandstats\r\ncmdstat_spublish:calls=10,usec=42,usec_per_call=4.20,rejected_calls=0,failed_calls=0\r\ncmdstat_evalsha:calls=3,usec=9,usec_per_call=3.00\r\n";
+        let c = commandstats(text);
+        assert_eq!(c["spublish"], (10.0, 42.0));
+        assert_eq!(c["evalsha"], (3.0, 9.0));
+        assert_eq!(c.len(), 2);
     }
 
     #[test]
