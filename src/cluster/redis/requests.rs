@@ -182,6 +182,7 @@ impl RedisBackplane {
                     if resubscribed {
                         backoff = Duration::from_millis(100);
                         self.requests.subscribed.store(true, Ordering::Relaxed);
+                        metrics::backplane_connected(self.is_connected());
                         info!(node = %self.tag, groups = self.local.group_names().len(), "backplane subscribed");
                         loop {
                             let arrival = tokio::select! {
@@ -206,6 +207,7 @@ impl RedisBackplane {
                             }
                         }
                         self.requests.subscribed.store(false, Ordering::Relaxed);
+                        metrics::backplane_connected(self.is_connected());
                         warn!(node = %self.tag, "backplane subscription lost; reconnecting");
                     } else {
                         debug!("group resubscription failed");
