@@ -365,3 +365,31 @@ async fn broadcasts_are_refused_not_lost_until_a_dead_subscriber_is_forgotten() 
     assert_eq!(next_text(&mut survivor).await, format!("b{last}"));
     expect_silence(&mut survivor, Duration::from_millis(300)).await;
 }
+
+/// What a node remembers of the others does not grow with the cluster: five nodes with two
+/// connections each; every node remembers three others (its ring successors' watch), so six
+/// connections — not eight — and every node is remembered by exactly three.
+#[tokio::test]
+async fn each_node_is_remembered_by_three_watchers_not_by_everyone() {
+    let redis = RedisServer::start().await;
+    let gws = nodes(&redis, 5, "").await;
+    let mut sockets = Vec::new();
+    for gw in &gws {
+        for _ in 0..2 {
+            sockets.push(gw.connect_with_id().await);
+        }
+    }
+    for gw in &gws {
+        eventually(
+            "each node remembers three others and their six connections",
+            Duration::from_secs(10),
+            || async {
+                let text = gw.metrics().await;
+                let nodes = sample(&text, "switchboard_backplane_remembered_nodes", &[]);
+                let conns = sample(&text, "switchboard_backplane_remembered_connections", &[]);
+                (nodes == 3.0 && conns == 6.0).then_some(())
+            },
+        )
+        .await;
+    }
+}

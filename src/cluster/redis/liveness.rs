@@ -8,9 +8,13 @@
 //! without Redis.
 //!
 //! **Memory.** Every reaper pass (each half lease) reads which nodes exist (`nodes`, and
-//! the ones remembered), their leases and their records' version. A node whose lease is
-//! there is remembered; its connection records are re-read (`HSCAN`) when their version
-//! changed, at most once per [`reread_period`]. A remembered connection costs its record's
+//! the ones remembered), their leases and their records' version. Each live node is
+//! remembered by its [`WATCHERS`] successors on a ring of the live nodes' tags (sorted;
+//! [`watched`]), so what a node keeps does not grow with the cluster: with N nodes it
+//! remembers the connections of min(N − 1, [`WATCHERS`]) others. A watched node's
+//! connection records are re-read (`HSCAN`) when their version changed, at most once per
+//! [`reread_period`]; a node no longer watched (the ring changed) is forgotten, a dead one
+//! kept until it is reaped. A remembered connection costs its record's
 //! JSON (about 200–400 bytes, more with a large authorizer context) plus 16 bytes; the
 //! gauges `switchboard_backplane_remembered_*` show the totals.
 //!
@@ -46,6 +50,29 @@ use crate::telemetry::metrics;
 
 /// How long a survivor's claim on cleaning up a dead node lasts at least (ms).
 const REAPER_CLAIM_MS: u64 = 30_000;
+
+/// How many nodes remember each node's connection records (its successors on the ring of
+/// live nodes): that many may die together with it, Redis losing everything meanwhile, and
+/// its connections still get their `$disconnect`.
+pub(super) const WATCHERS: usize = 3;
+
+/// The live nodes `me` remembers: those `me` is one of the [`WATCHERS`] successors of, on
+/// the ring of `alive` tags (sorted; `me` among them or not). Every live node is watched by
+/// min(N − 1, [`WATCHERS`]) others, whoever asks.
+pub(super) fn watched<'a>(me: &str, alive: &[&'a str]) -> HashSet<&'a str> {
+    let mut ring: Vec<&str> = alive.iter().copied().filter(|t| *t != me).collect();
+    ring.push(me);
+    ring.sort_unstable();
+    ring.dedup();
+    let n = ring.len();
+    let Some(at) = ring.iter().position(|t| *t == me) else {
+        return HashSet::new();
+    };
+    (1..=WATCHERS.min(n - 1))
+        .map(|back| ring[(at + n - back) % n])
+        .filter_map(|t| alive.iter().copied().find(|a| *a == t))
+        .collect()
+}
 
 /// Records read per `HSCAN` round trip when re-reading another node's records.
 const SCAN_COUNT: usize = 512;
@@ -108,6 +135,11 @@ impl Liveness {
 
     fn memory(&self) -> std::sync::MutexGuard<'_, HashMap<String, Remembered>> {
         self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `tag` is remembered.
+    fn is_remembered(&self, tag: &str) -> bool {
+        self.memory().contains_key(tag)
     }
 
     /// The nodes remembered.
@@ -350,11 +382,22 @@ impl RedisBackplane {
             pipe.get(self.keys.version(tag));
         }
         let versions: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        let alive: Vec<&str> = tags
+            .iter()
+            .zip(&leases)
+            .filter(|(_, alive)| **alive)
+            .map(|(t, _)| t.as_str())
+            .collect();
+        let watched = watched(&self.tag, &alive);
         let mut uptime = None;
         for ((tag, alive), version) in tags.iter().zip(leases).zip(versions) {
             let missing_long_enough = self.liveness.missing_for_a_ttl(tag, alive);
             if alive {
-                self.remember(tag, version).await?;
+                if watched.contains(tag.as_str()) {
+                    self.remember(tag, version).await?;
+                } else if self.liveness.is_remembered(tag) {
+                    self.liveness.forget(tag);
+                }
                 continue;
             }
             if !missing_long_enough {
@@ -544,6 +587,31 @@ mod tests {
         assert_eq!(
             verdict_on_missing_owner(Some(false), Some(false), secs(121), long),
             Gone
+        );
+    }
+
+    #[test]
+    fn every_live_node_is_watched_by_its_successors_only() {
+        let tags: Vec<String> = (0..10).map(|i| format!("n{i:02}")).collect();
+        let alive: Vec<&str> = tags.iter().map(String::as_str).collect();
+        // Each node is watched by exactly WATCHERS others, its successors on the ring.
+        for watched_tag in &alive {
+            let watchers: Vec<&str> = alive
+                .iter()
+                .copied()
+                .filter(|me| watched(me, &alive).contains(watched_tag))
+                .collect();
+            assert_eq!(watchers.len(), WATCHERS, "{watched_tag}: {watchers:?}");
+            assert!(!watchers.contains(watched_tag));
+        }
+        assert_eq!(watched("n00", &alive), HashSet::from(["n09", "n08", "n07"]));
+        // Few nodes: everyone watches everyone else.
+        assert_eq!(watched("b", &["a", "b", "c"]), HashSet::from(["a", "c"]));
+        assert_eq!(watched("a", &["a"]), HashSet::new());
+        // Asking while not (yet) live itself: it still takes its place on the ring.
+        assert_eq!(
+            watched("c", &["a", "b", "d", "e", "f"]),
+            HashSet::from(["b", "a", "f"])
         );
     }
 
