@@ -434,3 +434,101 @@ async fn redis_outage_and_recovery() {
     assert!(keys.contains("sb:{g.room}:members"), "{keys}");
     assert!(keys.contains("sb:nodes"), "{keys}");
 }
+
+/// A real redis-server that speaks only TLS (certificate from tests/fixtures/tls, for
+/// 127.0.0.1) and requires a password; killed when dropped.
+struct TlsRedis {
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TLS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls");
+
+async fn tls_redis(password: &str) -> TlsRedis {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args(["--tls-cert-file", &format!("{TLS_DIR}/cert.pem")])
+        .args(["--tls-key-file", &format!("{TLS_DIR}/key.pem")])
+        .args(["--tls-ca-cert-file", &format!("{TLS_DIR}/ca.pem")])
+        .args(["--tls-auth-clients", "no", "--requirepass", password])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    let redis = TlsRedis {
+        port,
+        child,
+        _dir: dir,
+    };
+    eventually(
+        "the TLS redis-server answers",
+        Duration::from_secs(10),
+        || async {
+            let out = std::process::Command::new("redis-cli")
+                .args(["--tls", "--cacert", &format!("{TLS_DIR}/ca.pem")])
+                .args([
+                    "-p",
+                    &port.to_string(),
+                    "-a",
+                    password,
+                    "--no-auth-warning",
+                    "PING",
+                ])
+                .output()
+                .ok()?;
+            (String::from_utf8_lossy(&out.stdout).trim() == "PONG").then_some(())
+        },
+    )
+    .await;
+    redis
+}
+
+/// `rediss://` with a password and a private CA (`cluster.redis_ca_file`): two nodes on a
+/// redis-server that speaks only TLS reach each other's connections. Without the CA file
+/// the server's certificate is not trusted and the node never becomes ready.
+#[tokio::test]
+async fn nodes_reach_redis_over_tls_with_a_private_ca_and_a_password() {
+    let redis = tls_redis("tls-pw").await;
+    let cluster = |ca: &str| {
+        format!(
+            "{}{WHOAMI}\n[cluster]\nredis_url = \"rediss://:tls-pw@127.0.0.1:{}\"\nredis_ca_file = \"{ca}\"\nlease_ttl_ms = 1500\n",
+            base_config(),
+            redis.port
+        )
+    };
+    let config = cluster(&format!("{TLS_DIR}/ca.pem"));
+    let (a, b) = (Gateway::start(&config).await, Gateway::start(&config).await);
+    a.wait_backplane_ready().await;
+    b.wait_backplane_ready().await;
+    let (mut ws, id) = a.connect_with_id().await;
+    let (status, _) = b.post(&id, "over tls").await;
+    assert_eq!(status, 200);
+    assert_eq!(next_text(&mut ws).await, "over tls");
+
+    // The public roots do not include the test CA: no connection, broadcasts 503.
+    let untrusted = Gateway::start(&cluster("").replace("redis_ca_file = \"\"\n", "")).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!untrusted.raw_logs().contains("backplane subscribed"));
+    let (status, _) = untrusted.broadcast("nope").await;
+    assert_eq!(status, 503);
+}

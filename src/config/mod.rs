@@ -257,6 +257,20 @@ impl Settings {
         for node in &cluster.redis_cluster_nodes {
             redis_url("cluster.redis_cluster_nodes", node.expose())?;
         }
+        if !cluster.redis_ca_file.is_empty() {
+            let tls = std::iter::once(&cluster.redis_url)
+                .chain(&cluster.redis_cluster_nodes)
+                .any(|u| u.expose().starts_with("rediss://"));
+            if !tls {
+                return Err(ConfigError::invalid(
+                    "cluster.redis_ca_file",
+                    "is for TLS: the Redis URLs must be rediss://",
+                ));
+            }
+            std::fs::File::open(&cluster.redis_ca_file).map_err(|e| {
+                ConfigError::invalid("cluster.redis_ca_file", format!("cannot be read: {e}"))
+            })?;
+        }
         let prefix_ok = !cluster.key_prefix.is_empty()
             && cluster
                 .key_prefix
@@ -398,6 +412,21 @@ mod tests {
             "{message}"
         );
         assert!(!load_text(MINIMAL).unwrap().cluster.uses_redis());
+        let plain_ca = cluster("redis_url = \"redis://a:6379\"\nredis_ca_file = \"Cargo.toml\"");
+        let message = plain_ca.unwrap_err().to_string();
+        assert!(
+            message.contains("cluster.redis_ca_file") && message.contains("rediss://"),
+            "{message}"
+        );
+        let missing =
+            cluster("redis_url = \"rediss://a:6379\"\nredis_ca_file = \"/nonexistent/ca.pem\"");
+        let message = missing.unwrap_err().to_string();
+        assert!(
+            message.contains("cluster.redis_ca_file") && message.contains("cannot be read"),
+            "{message}"
+        );
+        cluster("redis_url = \"rediss://a:6379\"\nredis_ca_file = \"Cargo.toml\"")
+            .expect("a readable file");
     }
 
     #[test]

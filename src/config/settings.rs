@@ -320,6 +320,9 @@ pub struct ClusterSettings {
     /// place of `redis_url`: the gateway discovers the rest, uses sharded pub/sub, and
     /// follows failovers and slot migrations. Password and TLS come from the first URL.
     pub redis_cluster_nodes: Vec<Secret>,
+    /// A PEM file of the certificate authorities to trust for `rediss://` (empty: the
+    /// public WebPKI roots), for a Redis behind a private CA.
+    pub redis_ca_file: String,
     /// Prefix of every Redis key and channel, so several gateways can share one Redis.
     pub key_prefix: String,
     /// Milliseconds a node's lease lives without a refresh; a node silent that long is dead.
@@ -344,6 +347,7 @@ impl Default for ClusterSettings {
         Self {
             redis_url: Secret::new(""),
             redis_cluster_nodes: Vec::new(),
+            redis_ca_file: String::new(),
             key_prefix: "sb".into(),
             lease_ttl_ms: 5000,
             request_timeout_ms: 2000,

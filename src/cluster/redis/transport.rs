@@ -27,7 +27,9 @@ use redis::aio::{
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
-use redis::{Cmd, Pipeline, PushInfo, PushKind, RedisFuture, RedisResult, Script, Value};
+use redis::{
+    Cmd, Pipeline, PushInfo, PushKind, RedisFuture, RedisResult, Script, TlsCertificates, Value,
+};
 use tokio::sync::{OnceCell, mpsc};
 
 use crate::config::ClusterSettings;
@@ -52,18 +54,29 @@ pub(super) enum Redis {
     Cluster {
         client: ClusterClient,
         seeds: Vec<String>,
+        certs: Option<TlsCertificates>,
     },
 }
 
 impl Redis {
-    /// Reads the topology from `settings` (no connection is made yet).
+    /// Reads the topology from `settings` (no connection is made yet; a CA file is read).
     pub(super) fn open(settings: &ClusterSettings) -> RedisResult<Self> {
+        let certs = tls_certificates(settings)?;
         if settings.redis_cluster_nodes.is_empty() {
-            return redis::Client::open(settings.redis_url.expose()).map(Self::Server);
+            let url = settings.redis_url.expose();
+            return match certs {
+                Some(certs) => redis::Client::build_with_tls(url, certs),
+                None => redis::Client::open(url),
+            }
+            .map(Self::Server);
         }
         let seeds = settings_nodes(settings);
-        let client = cluster_builder(seeds.clone()).build()?;
-        Ok(Self::Cluster { client, seeds })
+        let client = cluster_builder(seeds.clone(), certs.clone()).build()?;
+        Ok(Self::Cluster {
+            client,
+            seeds,
+            certs,
+        })
     }
 
     /// The shared command connection. Lazy: a node starts while Redis is down, and the
@@ -93,7 +106,7 @@ impl Redis {
                 sink.subscribe(channels).await?;
                 Ok((Sink::Server(sink), Arrivals::Server(stream)))
             }
-            Self::Cluster { seeds, .. } => {
+            Self::Cluster { seeds, certs, .. } => {
                 let (tx, rx) = mpsc::channel(PUSH_QUEUE);
                 let overflow = Arc::new(AtomicBool::new(false));
                 let flag = overflow.clone();
@@ -105,7 +118,7 @@ impl Redis {
                     }
                     Ok::<(), ()>(())
                 };
-                let client = cluster_builder(seeds.clone())
+                let client = cluster_builder(seeds.clone(), certs.clone())
                     .use_protocol(redis::ProtocolVersion::RESP3)
                     .push_sender(sender)
                     .build()?;
@@ -130,13 +143,29 @@ fn settings_nodes(settings: &ClusterSettings) -> Vec<String> {
 
 /// The cluster client's settings: short timeouts (a caller waiting on Redis answers 503
 /// rather than hang), a few retries so a failover or a slot move is ridden through.
-fn cluster_builder(nodes: Vec<String>) -> ClusterClientBuilder {
-    ClusterClientBuilder::new(nodes)
+fn cluster_builder(nodes: Vec<String>, certs: Option<TlsCertificates>) -> ClusterClientBuilder {
+    let builder = ClusterClientBuilder::new(nodes)
         .connection_timeout(IO_TIMEOUT)
         .response_timeout(IO_TIMEOUT)
         .retries(3)
         .min_retry_wait(50)
-        .max_retry_wait(500)
+        .max_retry_wait(500);
+    match certs {
+        Some(certs) => builder.certs(certs),
+        None => builder,
+    }
+}
+
+/// The CAs of `cluster.redis_ca_file`, if set (else rustls trusts the WebPKI roots).
+fn tls_certificates(settings: &ClusterSettings) -> RedisResult<Option<TlsCertificates>> {
+    if settings.redis_ca_file.is_empty() {
+        return Ok(None);
+    }
+    let pem = std::fs::read(&settings.redis_ca_file)?;
+    Ok(Some(TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    }))
 }
 
 /// The command connection: cloned per use (cheap; every clone shares one connection).
