@@ -64,7 +64,16 @@ impl Local {
     pub fn describe(&self, id: &ConnectionId) -> Option<(ConnectionRecord, i64)> {
         let handle = self.registry.get(id)?;
         let last = handle.shared.last_active_ms.load(Ordering::Relaxed) as i64;
-        Some((ConnectionRecord::of(&handle.shared), last))
+        let mut record = ConnectionRecord::of(&handle.shared);
+        record.status = handle.shared.resume.as_deref().map(|r| {
+            if r.is_attached() {
+                "connected"
+            } else {
+                "suspended"
+            }
+            .to_owned()
+        });
+        Some((record, last))
     }
 
     /// Adds a local connection to `group`; `Ok(false)` if it was already a member.

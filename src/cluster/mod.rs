@@ -117,6 +117,10 @@ pub struct ConnectionRecord {
     /// The connection's W3C trace id, hex (so a reaped `$disconnect` joins its trace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// A resumable connection's state as its owner sees it now: `connected` or
+    /// `suspended` (set in a GET's answer only; `None` for other connections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 impl ConnectionRecord {
@@ -132,6 +136,7 @@ impl ConnectionRecord {
             domain_name: info.domain_name.clone(),
             authorizer: info.authorizer.as_deref().cloned(),
             trace_id: Some(info.trace_id.to_string()),
+            status: None,
         }
     }
 }
