@@ -4,6 +4,11 @@
 //! real redis-server. Messages must cross both ways, and closing one page must fire
 //! `$disconnect` for it (the backend announces "bob left"). The screenshot is kept as
 //! `target/test-artifacts/chat.png`.
+//!
+//! And on one node with resumable sessions (docs/resume.md): a page whose connection is
+//! cut (a TCP reset, no close frame) while the other keeps talking reconnects, resumes
+//! with the same id, and shows every message it missed exactly once
+//! (`target/test-artifacts/chat-resumed.png`).
 mod common;
 
 use std::path::PathBuf;
@@ -102,6 +107,70 @@ async fn two_browsers_chat_across_nodes() {
             "{who} on unknown node {node}: {nodes:?}"
         );
     }
+    let png = std::fs::read(&screenshot).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG"), "the screenshot is not a PNG");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_page_resumes_after_losing_its_connection() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "{chromium} is missing: run scripts/test.sh, which installs Debian's chromium package"
+    );
+    require(
+        "tests/browser/node_modules/playwright-core",
+        "playwright-core",
+    );
+    let backend_port = free_port();
+    let chat_url = format!("http://127.0.0.1:{backend_port}/events");
+    let config = require(
+        "examples/chat/switchboard.toml",
+        "the chat example's configuration",
+    );
+    let gw = Gateway::start_file(
+        &config,
+        &[
+            ("SWITCHBOARD__INTEGRATIONS__CHAT__URL", chat_url.as_str()),
+            ("SWITCHBOARD__MANAGEMENT__BEARER_TOKENS", TOKEN),
+        ],
+    )
+    .await;
+    let gateway = gw.ws_url("/prod");
+    let _backend = ChatBackend::start(backend_port, &gw.management_url(""), &gateway).await;
+
+    let artifacts = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/test-artifacts"
+    ));
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("chat-resumed.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let script = require("tests/browser/resume.mjs", "the browser script");
+    let page = format!("http://127.0.0.1:{backend_port}/");
+    let shot = screenshot.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .arg(page)
+            .arg(gateway)
+            .arg(shot)
+            .env("CHROMIUM", chromium)
+            .output()
+            .expect("node must be installed (scripts/test.sh installs nodejs)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the browser test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON result");
+    assert_eq!(seen["ok"], true);
+    assert_eq!(seen["missed"], 10);
     let png = std::fs::read(&screenshot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG"), "the screenshot is not a PNG");
 }
