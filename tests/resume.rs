@@ -464,3 +464,64 @@ async fn resume_is_off_unless_configured_and_bad_settings_name_their_key() {
         assert!(stderr.contains(key), "{line}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn in_cluster_mode_a_session_resumes_on_its_node_and_another_node_starts_it_fresh() {
+    let redis = RedisServer::start().await;
+    let backend = Backend::start().await;
+    let extra = format!(
+        "[resume]\nenabled = true\nwindow_secs = 2\n\
+         [routes.\"$disconnect\"]\nintegration = \"events\"\n\
+         [integrations.events]\ntype = \"http\"\nurl = \"{}\"\ntimeout_ms = 2000\n",
+        backend.url("/events")
+    );
+    let gws = nodes(&redis, 2, &extra).await;
+    let (a, b) = (&gws[0], &gws[1]);
+    let mut ws = connect_resumable(a, "").await;
+    let w = welcome(&mut ws).await;
+    let id = w["connectionId"].as_str().unwrap().to_owned();
+    let token = w["token"].as_str().unwrap().to_owned();
+    // Through the other node: a join, a POST and a group message reach the owner.
+    assert_eq!(b.join("room", &id).await.0, 204);
+    assert_eq!(b.post(&id, "p0").await.0, 200);
+    assert_eq!(b.to_group("room", "g0").await.0, 202);
+    let mut got = Received::default();
+    got.read(&mut ws).await;
+    got.read(&mut ws).await;
+    cut(ws);
+    eventually(
+        "suspended, seen from the other node",
+        Duration::from_secs(5),
+        || async { (b.get_connection(&id).await.1["status"] == "suspended").then_some(()) },
+    )
+    .await;
+    assert_eq!(b.post(&id, "p1").await.0, 200);
+    assert_eq!(b.to_group("room", "g1").await.0, 202);
+    // Back on its own node: everything, once, in order.
+    let mut ws = connect_resumable(a, &resume_query(&token, got.last)).await;
+    assert_eq!(welcome(&mut ws).await["resumed"], true);
+    got.read(&mut ws).await;
+    got.read(&mut ws).await;
+    assert_eq!(got.payloads, ["p0", "g0", "p1", "g1"]);
+    // Dropped again, the client reaches the other node: its history is not there, so
+    // it is told to start fresh; the old session ends on its node when the window
+    // passes, with one $disconnect.
+    cut(ws);
+    eventually("suspended", Duration::from_secs(5), || async {
+        (a.get_connection(&id).await.1["status"] == "suspended").then_some(())
+    })
+    .await;
+    let mut other = connect_resumable(b, &resume_query(&token, got.last)).await;
+    let w = welcome(&mut other).await;
+    assert_eq!(
+        (&w["resumed"], &w["reason"]),
+        (&Value::from(false), &Value::from("unknown_session"))
+    );
+    let disconnect = backend.next_event("DISCONNECT").await;
+    assert_eq!(disconnect["requestContext"]["connectionId"], id.as_str());
+    assert!(
+        events_for(&backend, &id, Duration::from_millis(1500))
+            .await
+            .is_empty()
+    );
+}
