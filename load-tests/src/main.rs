@@ -19,7 +19,7 @@ mod summary;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use scenarios::{callback, cluster, connect, echo, fanout, http_route, idle};
+use scenarios::{callback, cluster, connect, echo, fanout, http_route, idle, resume};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +47,8 @@ enum Command {
     Fanout(fanout::Args),
     /// Three nodes and Redis: cross-node POST latency at a fixed rate, and a broadcast.
     Cluster(cluster::Args),
+    /// Resumable sessions: memory per suspended session, resume latency, a herd of resumes.
+    Resume(resume::Args),
     /// The bare tokio-tungstenite server the ratios are measured against.
     BaselineServer {
         /// Listen address.
@@ -93,6 +95,7 @@ fn main() -> ExitCode {
                 Command::Callback(a) => (callback::run(a).await?, callback::table),
                 Command::Fanout(a) => (fanout::run(a).await?, fanout::table),
                 Command::Cluster(a) => (cluster::run(a).await?, cluster::table),
+                Command::Resume(a) => (resume::run(a).await?, resume::table),
                 Command::BaselineServer {
                     listen,
                     read_buffer,

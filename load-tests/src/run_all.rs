@@ -46,7 +46,7 @@ pub struct ReportArgs {
 
 /// Each scenario with its suite-size and quick-size arguments.
 fn plan(quick: bool) -> Vec<(&'static str, Vec<&'static str>)> {
-    const FULL: [(&str, &str); 7] = [
+    const FULL: [(&str, &str); 8] = [
         (
             "idle",
             "--connections 15000 --workers 4 --concurrency 24 --steps 6 --settle-ms 1500",
@@ -69,8 +69,12 @@ fn plan(quick: bool) -> Vec<(&'static str, Vec<&'static str>)> {
             "cluster",
             "--nodes 3 --connections-per-node 1000 --rate 5000 --duration-secs 20 --callers 32 --broadcasts 3",
         ),
+        (
+            "resume",
+            "--sessions 10000 --sample 500 --spread-ms 1000 --survivors 50",
+        ),
     ];
-    const QUICK: [(&str, &str); 7] = [
+    const QUICK: [(&str, &str); 8] = [
         (
             "idle",
             "--connections 40 --workers 2 --steps 2 --settle-ms 100",
@@ -92,6 +96,10 @@ fn plan(quick: bool) -> Vec<(&'static str, Vec<&'static str>)> {
         (
             "cluster",
             "--nodes 3 --connections-per-node 5 --rate 200 --duration-secs 1 --callers 4 --broadcasts 1",
+        ),
+        (
+            "resume",
+            "--sessions 30 --sample 5 --spread-ms 100 --survivors 2 --settle-ms 100",
         ),
     ];
     let chosen = if quick { QUICK } else { FULL };

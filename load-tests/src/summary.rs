@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::report::{Table, num};
-use crate::scenarios::{callback, cluster, connect, echo, fanout, http_route, idle};
+use crate::scenarios::{callback, cluster, connect, echo, fanout, http_route, idle, resume};
 
 /// How a target came out.
 #[derive(Debug, PartialEq)]
@@ -206,6 +206,7 @@ pub fn table_for(v: &Value) -> Option<Table> {
         "callback" => callback::table,
         "fanout" => fanout::table,
         "cluster" => cluster::table,
+        "resume" => resume::table,
         _ => return None,
     };
     Some(table(v))
