@@ -525,3 +525,91 @@ async fn in_cluster_mode_a_session_resumes_on_its_node_and_another_node_starts_i
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_session_dropped_again_after_a_resume_gets_a_whole_new_window() {
+    let backend = Backend::start().await;
+    let gw = Gateway::start(&config(&backend, 2, "")).await;
+    let mut ws = connect_resumable(&gw, "").await;
+    let w = welcome(&mut ws).await;
+    let id = w["connectionId"].as_str().unwrap().to_owned();
+    let token = w["token"].as_str().unwrap().to_owned();
+    backend.next_event("CONNECT").await;
+    cut(ws);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut ws = connect_resumable(&gw, &resume_query(&token, 0)).await;
+    assert_eq!(welcome(&mut ws).await["resumed"], true);
+    backend.next_event("CONNECT").await;
+    cut(ws);
+    // Past the first drop's window, within the second's: still kept.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, v) = gw.get_connection(&id).await;
+    assert_eq!(
+        (status, &v["status"]),
+        (200, &Value::from("suspended")),
+        "{v}"
+    );
+    let mut ws = connect_resumable(&gw, &resume_query(&token, 0)).await;
+    assert_eq!(welcome(&mut ws).await["resumed"], true);
+    ws.close(None).await.unwrap();
+    let disconnect = backend.next_event("DISCONNECT").await;
+    assert_eq!(disconnect["requestContext"]["connectionId"], id.as_str());
+    assert!(
+        events_for(&backend, &id, Duration::from_millis(2500))
+            .await
+            .is_empty(),
+        "$disconnect once"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_suspended_session_or_shutting_down_fires_disconnect_once() {
+    let backend = Backend::start().await;
+    let gw = Gateway::start(&config(&backend, 30, "")).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut ws = connect_resumable(&gw, "").await;
+        ids.push(
+            welcome(&mut ws).await["connectionId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        backend.next_event("CONNECT").await;
+        cut(ws);
+    }
+    for id in &ids {
+        eventually("suspended", Duration::from_secs(5), || async {
+            (gw.get_connection(id).await.1["status"] == "suspended").then_some(())
+        })
+        .await;
+    }
+    // DELETE: now, with its code.
+    assert_eq!(
+        gw.call(
+            reqwest::Method::DELETE,
+            &format!("/@connections/{}?code=4000&reason=bye", ids[0]),
+            ""
+        )
+        .await
+        .0,
+        204
+    );
+    let disconnect = backend.next_event("DISCONNECT").await;
+    assert_eq!(
+        disconnect["requestContext"]["connectionId"],
+        ids[0].as_str()
+    );
+    assert_eq!(disconnect["requestContext"]["disconnectStatusCode"], 4000);
+    assert_eq!(gw.post(&ids[0], "late").await.0, 410);
+    // Shutdown: the other one, before the process exits.
+    let mut gw = gw;
+    gw.sigterm();
+    let disconnect = backend.next_event("DISCONNECT").await;
+    assert_eq!(
+        disconnect["requestContext"]["connectionId"],
+        ids[1].as_str()
+    );
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)).await, Some(0));
+    backend.expect_none(Duration::from_millis(300)).await;
+}

@@ -102,6 +102,8 @@ struct History {
     attached: bool,
     /// Set once the session is over (closed or expired): it can no longer be resumed.
     ended: bool,
+    /// How many sockets attached so far (a suspension's watcher knows its own).
+    generation: u64,
 }
 
 /// A resumable session's state, shared by its sessions (one at a time) and its senders.
@@ -204,6 +206,7 @@ impl Resumable {
         check(&h, offset)?;
         drop_through(&mut h, offset);
         h.attached = true;
+        h.generation += 1;
         self.superseded.store(false, Ordering::Release);
         Ok(h.frames.iter().map(|(_, f)| f.clone()).collect())
     }
@@ -223,6 +226,12 @@ impl Resumable {
     /// Whether a socket is attached.
     pub fn is_attached(&self) -> bool {
         self.history().attached
+    }
+
+    /// Which attachment this is (it changes at every resume): a suspension's watcher ends
+    /// when it changed.
+    pub fn generation(&self) -> u64 {
+        self.history().generation
     }
 
     /// Asks the attached session (if any) to let go of its socket, and waits until it has
@@ -249,23 +258,28 @@ impl Resumable {
         self.superseded.load(Ordering::Acquire)
     }
 
-    /// Ends the session if no socket is attached (its window passed); returns whether it
-    /// did. An ended session cannot be resumed.
-    pub fn expire(&self) -> bool {
+    /// Ends the session if it is still the suspension of `generation` (no socket
+    /// attached since); returns whether it did. An ended session cannot be resumed.
+    pub fn expire(&self, generation: u64) -> bool {
         let mut h = self.history();
-        if h.attached {
+        if h.attached || h.ended || h.generation != generation {
             return false;
         }
         h.ended = true;
         true
     }
 
-    /// Ends the session (it closed): no resume, no more frames.
+    /// Ends the session (it closed): no resume, no more frames; a resume waiting for the
+    /// socket to let go stops waiting.
     pub fn end(&self) {
-        let mut h = self.history();
-        h.ended = true;
-        h.frames = VecDeque::new();
-        h.bytes = 0;
+        {
+            let mut h = self.history();
+            h.ended = true;
+            h.attached = false;
+            h.frames = VecDeque::new();
+            h.bytes = 0;
+        }
+        self.detached.notify_waiters();
     }
 
     /// Frames and payload bytes kept now.
@@ -466,9 +480,13 @@ mod tests {
     fn an_expired_session_cannot_be_resumed() {
         let outbox = Outbox::new(100, 1 << 20);
         let r = Resumable::new(2, 1 << 20);
-        assert!(!r.expire(), "attached sessions do not expire");
+        assert!(!r.expire(0), "attached sessions do not expire");
         r.detach(&outbox);
-        assert!(r.expire());
+        assert!(
+            !r.expire(1),
+            "another suspension's watcher does not end this one"
+        );
+        assert!(r.expire(0));
         assert_eq!(r.check(0), Err(Refusal::Unknown));
         assert_eq!(r.push(&outbox, &Message::text("x")), Err(SendError::Gone));
     }

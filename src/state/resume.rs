@@ -68,6 +68,9 @@ impl AppState {
             return;
         };
         resume.detach(&shared.outbox);
+        // This suspension's attachment: a resume (even one dropped again since) moves it
+        // on, and this suspension's watcher is then done.
+        let generation = resume.generation();
         self.suspended.fetch_add(1, Ordering::Relaxed);
         metrics::suspended(1.0);
         let window = Duration::from_secs(self.api().resume.window_secs);
@@ -84,7 +87,7 @@ impl AppState {
                 let ended = loop {
                     tokio::select! {
                         _ = shared.outbox.ready() => {
-                            if resume.is_some_and(|r| r.is_attached()) {
+                            if resume.is_some_and(|r| r.is_attached() || r.generation() != generation) {
                                 shared.outbox.wake(); // the wake-up may have been the new session's
                                 return;
                             }
@@ -96,7 +99,7 @@ impl AppState {
                         _ = state.shutdown.cancelled() => break Close::going_away(),
                     }
                 };
-                if resume.is_some_and(|r| r.expire()) {
+                if resume.is_some_and(|r| r.expire(generation)) {
                     state.suspended.fetch_sub(1, Ordering::Relaxed);
                     metrics::suspended(-1.0);
                     info!("suspended session ended without a resume");
