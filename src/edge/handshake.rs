@@ -114,59 +114,9 @@ async fn accept_or_reject(
         trace_id: client_trace_id(request.headers()).unwrap_or_else(TraceId::random),
     };
     info.id_text = info.id.to_string();
-    if let Some((shared, offset)) = resuming {
-        // The connection keeps what its first handshake established (id, identity).
-        let span = info_span!("resume", conn = %shared.info.id_text, peer = %peer, trace_id = %shared.info.trace_id);
-        authorize(&api, &headers, &query, &shared.info, &span).await?;
-        let request_id = request_id();
-        let connected = run_connect(
-            state,
-            &api,
-            (&headers, &query),
-            &shared.info,
-            &request_id,
-            Some(true),
-            &span,
-        )
-        .await?;
-        let response = switching_protocols(&key, Some(resume::SUBPROTOCOL))?;
-        let limit =
-            Duration::from_millis(api.client.slow_consumer_grace_ms) + resume::TAKEOVER_SLACK;
-        let replay = state
-            .resume_connection(&shared, offset, limit)
-            .instrument(span.clone())
-            .await
-            .map_err(|refusal| {
-                metrics::resume_attempt(refusal.as_str());
-                Rejection::new(
-                    StatusCode::CONFLICT,
-                    "The session could not be resumed; connect again",
-                )
-            })?;
-        metrics::resume_attempt("resumed");
-        let opened = Unclaimed {
-            state,
-            shared,
-            claimed: false,
-            end: SocketEnd::Dropped,
-        };
-        let groups = &connected.groups;
-        state
-            .cluster
-            .change_groups(&opened.shared.info.id, &groups.join, &groups.leave)
-            .await;
-        info!(parent: &span, offset, replayed = replay.len(), "resumed");
-        let shared = opened.claim();
-        let greeting = resume::greeting(&shared, &api, true, offset, None, replay);
-        spawn_session(
-            state,
-            api,
-            shared,
-            hyper::upgrade::on(&mut request),
-            permit,
-            Some(greeting),
-        );
-        return Ok(response);
+    if let Some(found) = resuming {
+        let handshake = (&headers, query.as_slice(), key.as_str(), peer);
+        return resume_session(state, api, &mut request, handshake, permit, found).await;
     }
     let span = info_span!("connect", conn = %info.id_text, peer = %peer, trace_id = %info.trace_id);
 
@@ -223,6 +173,72 @@ async fn accept_or_reject(
         hyper::upgrade::on(&mut request),
         permit,
         greeting,
+    );
+    Ok(response)
+}
+
+/// The handshake of a resume (docs/resume.md): the authorizer and `$connect`
+/// (`requestContext.resumed: true`) run again for the connection, which keeps what its
+/// first handshake established (id, identity); then the new socket takes the session over
+/// and its session starts with the welcome and the frames after the client's offset.
+async fn resume_session(
+    state: &Arc<AppState>,
+    api: Arc<Api>,
+    request: &mut Request<Incoming>,
+    (headers, query, key, peer): (&HeaderMap, &[(String, String)], &str, SocketAddr),
+    permit: ConnLimits,
+    (shared, offset): (Arc<ConnShared>, u64),
+) -> Result<Response<Body>, Rejection> {
+    let span = info_span!("resume", conn = %shared.info.id_text, peer = %peer, trace_id = %shared.info.trace_id);
+    authorize(&api, headers, query, &shared.info, &span).await?;
+    let request_id = request_id();
+    let connected = run_connect(
+        state,
+        &api,
+        (headers, query),
+        &shared.info,
+        &request_id,
+        Some(true),
+        &span,
+    )
+    .await?;
+    let response = switching_protocols(key, Some(resume::SUBPROTOCOL))?;
+    let limit = Duration::from_millis(api.client.slow_consumer_grace_ms) + resume::TAKEOVER_SLACK;
+    let replay = state
+        .resume_connection(&shared, offset, limit)
+        .instrument(span.clone())
+        .await
+        .map_err(|refusal| {
+            // A race lost (the window ended, or another resume attached, meanwhile).
+            metrics::resume_attempt(refusal.as_str());
+            Rejection::new(
+                StatusCode::CONFLICT,
+                "The session could not be resumed; connect again",
+            )
+        })?;
+    metrics::resume_attempt("resumed");
+    // Suspended again if the handshake is abandoned before its session takes it.
+    let opened = Unclaimed {
+        state,
+        shared,
+        claimed: false,
+        end: SocketEnd::Dropped,
+    };
+    let groups = &connected.groups;
+    state
+        .cluster
+        .change_groups(&opened.shared.info.id, &groups.join, &groups.leave)
+        .await;
+    info!(parent: &span, offset, replayed = replay.len(), "resumed");
+    let shared = opened.claim();
+    let greeting = resume::greeting(&shared, &api, true, offset, None, replay);
+    spawn_session(
+        state,
+        api,
+        shared,
+        hyper::upgrade::on(request),
+        permit,
+        Some(greeting),
     );
     Ok(response)
 }
