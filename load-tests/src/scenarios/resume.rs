@@ -1,8 +1,8 @@
 //! `resume`: resumable sessions (docs/resume.md) on one node. N clients open resumable
-//! sessions and have their TCP connections reset (no close frame), so the gateway keeps N
-//! suspended sessions: its RSS gives the memory per suspended session, and after one
-//! `@broadcast` of `--pad` bytes (one message waiting in every history) the memory per
-//! kept message. Then `--sample` sessions resume one at a time (resume latency: TCP
+//! sessions and have their TCP connections reset (no close frame), in `--steps` steps, so
+//! the gateway keeps N suspended sessions: the slope of its RSS over the steps is the
+//! memory per suspended session, and after `--messages` `@broadcast`s of `--pad` bytes
+//! (waiting in every history; the second half measured) the memory per kept message. Then `--sample` sessions resume one at a time (resume latency: TCP
 //! connect to the welcome and the waiting message), and the rest resume as a herd, their
 //! starts spread over `--spread-ms`, while survivors keep echoing at a fixed rate: the time
 //! until every one resumed with its message, errors, lost messages, and the survivors' p99
@@ -54,8 +54,14 @@ pub struct Args {
     /// Each survivor sends one message every this many milliseconds.
     #[arg(long, default_value_t = 20)]
     pub survivor_every_ms: u64,
-    /// Bytes of the message every suspended session is sent while suspended.
-    #[arg(long, default_value_t = 100)]
+    /// Steps in which the sessions are opened and cut (RSS is read after each).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Messages (`@broadcast`s) every suspended session is sent while suspended.
+    #[arg(long, default_value_t = 4)]
+    pub messages: usize,
+    /// Bytes of each of those messages.
+    #[arg(long, default_value_t = 1000)]
     pub pad: usize,
     /// Milliseconds to wait before reading RSS.
     #[arg(long, default_value_t = 1000)]
@@ -211,21 +217,127 @@ fn cut(ws: Ws) {
     drop(ws);
 }
 
-/// Resumes `session` and awaits its welcome and the message waiting for it.
-async fn resume_one(addr: SocketAddr, source: Ipv4Addr, session: &Session) -> Result<Ws> {
+/// Resumes `session` and awaits its welcome and the `waiting` messages kept for it, in
+/// order.
+async fn resume_one(
+    addr: SocketAddr,
+    source: Ipv4Addr,
+    session: &Session,
+    waiting: u64,
+) -> Result<Ws> {
     let mut ws = open(addr, source, Some(session)).await?;
     let welcome = next_json(&mut ws).await?;
     if welcome["resumed"] != true {
         bail!("not resumed: {welcome}");
     }
-    let message = next_json(&mut ws).await?;
-    if message["o"] != session.offset + 1 {
-        bail!(
-            "lost: expected offset {}, got {message}",
-            session.offset + 1
-        );
+    for offset in session.offset + 1..=session.offset + waiting {
+        let message = next_json(&mut ws).await?;
+        if message["o"] != offset {
+            bail!("lost: expected offset {offset}, got {message}");
+        }
     }
     Ok(ws)
+}
+
+/// Opens `n` resumable sessions (at most `concurrency` handshakes at once) and reads each
+/// welcome; returns the sockets and each session (or why it failed).
+async fn open_many(
+    addr: SocketAddr,
+    sources: &Arc<SourceAddrs>,
+    n: usize,
+    concurrency: usize,
+) -> (Vec<Ws>, Vec<Result<Session, String>>) {
+    let opened: Vec<Result<(Ws, Session)>> = futures_util::stream::iter(0..n)
+        .map(|_| {
+            let sources = sources.clone();
+            async move {
+                let mut ws = open(addr, sources.next(), None).await?;
+                let welcome = next_json(&mut ws).await?;
+                let token = welcome["token"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("welcome {welcome}"))?;
+                let session = Session {
+                    token: token.to_owned(),
+                    offset: 0,
+                };
+                Ok((ws, session))
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut sockets = Vec::new();
+    let mut sessions = Vec::new();
+    for r in opened {
+        match r {
+            Ok((ws, session)) => {
+                sockets.push(ws);
+                sessions.push(Ok(session));
+            }
+            Err(e) => sessions.push(Err(format!("{e:#}"))),
+        }
+    }
+    (sockets, sessions)
+}
+
+/// Least-squares slope and R² of `points`.
+fn fit(points: &[(f64, f64)]) -> (f64, f64) {
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return (0.0, 0.0);
+    }
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let syy: f64 = points.iter().map(|p| (p.1 - my).powi(2)).sum();
+    if sxx == 0.0 {
+        return (0.0, 0.0);
+    }
+    let r2 = if syy == 0.0 {
+        1.0
+    } else {
+        sxy * sxy / (sxx * syy)
+    };
+    (sxy / sxx, r2)
+}
+
+/// A herd of `n` plain (not resumable) connects spread over `spread`: what the same
+/// number of handshakes costs without resume, for comparison.
+async fn connect_herd(addr: SocketAddr, n: usize, spread: Duration) -> Sample {
+    let sources = Arc::new(SourceAddrs::fresh());
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let sources = sources.clone();
+            let at = start + spread.mul_f64(i as f64 / n.max(1) as f64);
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at.into()).await;
+                let t = Instant::now();
+                let result = client::ws_connect(addr, "/prod", sources.next()).await;
+                (t.elapsed(), Instant::now(), result)
+            })
+        })
+        .collect();
+    let mut sample = Sample::default();
+    let mut last = start;
+    let mut held = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok((took, done, Ok(ws))) => {
+                stats::record(&mut sample.hist, took.as_micros() as u64);
+                last = last.max(done);
+                held.push(ws);
+            }
+            Ok((_, _, Err(e))) => sample.error(format!("{e:#}")),
+            Err(e) => sample.error(e.to_string()),
+        }
+    }
+    sample.elapsed = last.duration_since(start).as_secs_f64();
+    for mut ws in held {
+        let _ = futures_util::SinkExt::close(&mut ws).await;
+    }
+    sample
 }
 
 /// `switchboard_sessions_suspended` from /metrics.
@@ -285,62 +397,56 @@ pub async fn run(args: &Args) -> Result<Value> {
 
     tokio::time::sleep(settle.min(Duration::from_millis(500))).await;
     let rss_start = rss_kib(gw.pid()?)?;
-    // Open every session and read its welcome.
+    // Sessions are opened and cut in steps, so at most a step's sockets are open at once:
+    // the memory freed by one step's sockets is reused by the next one's, and the RSS
+    // slope over the steps is what a suspended session keeps.
     let sources = Arc::new(SourceAddrs::fresh());
-    let opened: Vec<Result<(Ws, Session)>> = futures_util::stream::iter(0..args.sessions)
-        .map(|_| {
-            let sources = sources.clone();
-            async move {
-                let mut ws = open(addr, sources.next(), None).await?;
-                let welcome = next_json(&mut ws).await?;
-                let token = welcome["token"]
-                    .as_str()
-                    .ok_or_else(|| anyhow!("welcome {welcome}"))?;
-                Ok((
-                    ws,
-                    Session {
-                        token: token.to_owned(),
-                        offset: 0,
-                    },
-                ))
-            }
-        })
-        .buffer_unordered(args.concurrency.max(1))
-        .collect()
-        .await;
+    let steps = args.steps.max(2);
     let mut sessions = Vec::new();
     let mut open_errors = Sample::default();
-    let mut sockets = Vec::new();
-    for r in opened {
-        match r {
-            Ok((ws, s)) => {
-                sockets.push(ws);
-                sessions.push(s);
+    let mut points = Vec::new();
+    let mut rss_connected_peak = 0;
+    for step in 1..=steps {
+        let goal = args.sessions * step / steps;
+        let need = goal.saturating_sub(sessions.len() + open_errors.errors as usize);
+        let (sockets, opened) = open_many(addr, &sources, need, args.concurrency).await;
+        for r in opened {
+            match r {
+                Ok(s) => sessions.push(s),
+                Err(e) => open_errors.error(e),
             }
-            Err(e) => open_errors.error(format!("{e:#}")),
         }
+        rss_connected_peak = rss_connected_peak.max(rss_kib(gw.pid()?)?);
+        for ws in sockets {
+            cut(ws);
+        }
+        until_suspended(&mut http, sessions.len(), limit).await?;
+        tokio::time::sleep(settle).await;
+        points.push((sessions.len() as f64, rss_kib(gw.pid()?)? as f64));
     }
     if sessions.is_empty() {
         bail!("no session opened: {:?}", open_errors.first_error);
     }
-    tokio::time::sleep(settle).await;
-    let rss_connected = rss_kib(gw.pid()?)?;
-    // Cut every connection: the gateway suspends every session.
-    for ws in sockets {
-        cut(ws);
+    let rss_suspended = points.last().map_or(0, |p| p.1 as u64);
+    // The slope from the second step on (the first one also grows the pools).
+    let (kib_per_suspended, r2) = fit(&points[1..]);
+    // Messages waiting in every history, in two halves: the first may fill memory the
+    // allocator kept; the second half's RSS growth is what a kept message costs.
+    let half = args.messages.div_ceil(2).max(1);
+    let mut rss_after = Vec::new();
+    for _ in 0..2 {
+        for _ in 0..half {
+            let (status, _) = http
+                .request(hyper::Method::POST, "/@broadcast", "m".repeat(args.pad))
+                .await?;
+            if status != 202 && status != 200 {
+                bail!("broadcast answered {status}");
+            }
+        }
+        tokio::time::sleep(settle).await;
+        rss_after.push(rss_kib(gw.pid()?)?);
     }
-    until_suspended(&mut http, sessions.len(), limit).await?;
-    tokio::time::sleep(settle).await;
-    let rss_suspended = rss_kib(gw.pid()?)?;
-    // One message of `pad` bytes waits in every history.
-    let (status, _) = http
-        .request(hyper::Method::POST, "/@broadcast", "m".repeat(args.pad))
-        .await?;
-    if status != 202 && status != 200 {
-        bail!("broadcast answered {status}");
-    }
-    tokio::time::sleep(settle).await;
-    let rss_with_message = rss_kib(gw.pid()?)?;
+    let waiting = (2 * half) as u64;
     let n = sessions.len() as f64;
 
     // Resume latency: one at a time.
@@ -349,7 +455,7 @@ pub async fn run(args: &Args) -> Result<Value> {
     let mut resumed = Vec::new();
     for session in sessions.iter().take(sample_n) {
         let t = Instant::now();
-        match resume_one(addr, sources.next(), session).await {
+        match resume_one(addr, sources.next(), session, waiting).await {
             Ok(ws) => {
                 stats::record(&mut latency.hist, t.elapsed().as_micros() as u64);
                 resumed.push(ws);
@@ -380,7 +486,7 @@ pub async fn run(args: &Args) -> Result<Value> {
             tokio::spawn(async move {
                 tokio::time::sleep_until(at.into()).await;
                 let t = Instant::now();
-                let result = resume_one(addr, sources.next(), &session).await;
+                let result = resume_one(addr, sources.next(), &session, waiting).await;
                 (t.elapsed(), Instant::now(), result)
             })
         })
@@ -411,31 +517,35 @@ pub async fn run(args: &Args) -> Result<Value> {
     let suspended_after = suspended(&mut http).await?;
     drop(held);
 
-    let kib = |a: u64, b: u64| round2((a as f64 - b as f64) / n);
+    // The same number of plain connects in the same spread, for comparison.
+    let connects = connect_herd(addr, herd_n, spread).await;
     let before_json = before.json("messages", "messages_per_s");
     let during_json = during.json("messages", "messages_per_s");
     let herd_json = herd_sample.json("resumed", "resumes_per_s");
     let ok = open_errors.errors == 0
         && latency.errors == 0
         && herd_sample.errors == 0
+        && connects.errors == 0
         && before.errors == 0
         && during.errors == 0
         && suspended_after == 0;
+    let per_message = (rss_after[1] as f64 - rss_after[0] as f64) * 1024.0 / (n * half as f64);
     Ok(json!({
         "scenario": "resume",
         "ok": ok,
         "params": {"sessions": args.sessions, "sample": sample_n, "spread_ms": args.spread_ms,
                    "survivors": args.survivors, "survivor_every_ms": args.survivor_every_ms,
-                   "pad_bytes": args.pad},
+                   "steps": steps, "messages": waiting, "pad_bytes": args.pad},
         "memory": {
             "sessions": n as u64,
             "rss_start_kib": rss_start,
-            "rss_connected_kib": rss_connected,
+            "rss_connected_peak_kib": rss_connected_peak,
             "rss_suspended_kib": rss_suspended,
-            "rss_with_message_kib": rss_with_message,
-            "kib_per_connected_session": kib(rss_connected, rss_start),
-            "kib_per_suspended_session": kib(rss_suspended, rss_start),
-            "bytes_per_kept_message": round2((rss_with_message as f64 - rss_suspended as f64) * 1024.0 / n),
+            "rss_after_messages_kib": rss_after,
+            "steps": points.iter().map(|p| json!({"suspended": p.0, "rss_kib": p.1})).collect::<Vec<_>>(),
+            "kib_per_suspended_session": round2(kib_per_suspended),
+            "r2": round2(r2),
+            "bytes_per_kept_message": round2(per_message),
             "open_errors": open_errors.errors,
             "open_first_error": open_errors.first_error,
         },
@@ -447,6 +557,7 @@ pub async fn run(args: &Args) -> Result<Value> {
             "suspended_left": suspended_after,
             "result": herd_json,
         },
+        "connect_herd": connects.json("connected", "connects_per_s"),
         "survivors_before": before_json,
         "survivors_during": during_json,
     }))
@@ -458,22 +569,24 @@ pub fn table(v: &Value) -> Table {
     let h = &v["herd"];
     let mut t = Table::new(
         format!(
-            "resume: {} suspended sessions: {} KiB each (connected {}), {} B per kept message of {} B; herd of {}: all resumed in {} s, {} errors, {} lost",
+            "resume: {} suspended sessions: {} KiB each (R² {}), {} B per kept message of {} B; herd of {}: all resumed in {} s, {} errors, {} lost (as plain connects: {} s)",
             num(&m["sessions"]),
             num(&m["kib_per_suspended_session"]),
-            num(&m["kib_per_connected_session"]),
+            num(&m["r2"]),
             num(&m["bytes_per_kept_message"]),
             num(&v["params"]["pad_bytes"]),
             num(&h["sessions"]),
             num(&h["time_to_all_resumed_s"]),
             num(&h["result"]["errors"]),
             num(&h["lost"]),
+            num(&v["connect_herd"]["elapsed_s"]),
         ),
         &latency_header(&["what", "count", "errors"]),
     );
     for (label, r, count) in [
         ("resume, one at a time", &v["resume_latency"], "resumed"),
         ("resume, in the herd", &h["result"], "resumed"),
+        ("plain connect, in a herd", &v["connect_herd"], "connected"),
         ("survivors before", &v["survivors_before"], "messages"),
         ("survivors during", &v["survivors_during"], "messages"),
     ] {
