@@ -2,11 +2,12 @@
 //! sessions and have their TCP connections reset (no close frame), in `--steps` steps, so
 //! the gateway keeps N suspended sessions: the slope of its RSS over the steps is the
 //! memory per suspended session, and after `--messages` `@broadcast`s of `--pad` bytes
-//! (waiting in every history; the second half measured) the memory per kept message. Then `--sample` sessions resume one at a time (resume latency: TCP
-//! connect to the welcome and the waiting message), and the rest resume as a herd, their
-//! starts spread over `--spread-ms`, while survivors keep echoing at a fixed rate: the time
-//! until every one resumed with its message, errors, lost messages, and the survivors' p99
-//! before and during the herd.
+//! (waiting in every history; the second half measured) the memory per kept message.
+//! Then `--sample` sessions resume one at a time (resume latency: TCP connect to the
+//! welcome and every kept message), and the rest resume as a herd, their starts spread
+//! over `--spread-ms`, while survivors keep echoing at a fixed rate: the time until every
+//! one resumed with its messages, errors, lost messages, and the survivors' latency before
+//! and during the herd; then as many plain connects in the same spread, for comparison.
 //!
 //! The gateway is started here (not through `procs::Gateway`) because it needs `[resume]`.
 
