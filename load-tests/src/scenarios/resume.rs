@@ -534,6 +534,8 @@ pub async fn run(args: &Args) -> Result<Value> {
     Ok(json!({
         "scenario": "resume",
         "ok": ok,
+        // The herd's resumes per second (its count over the time until the last one).
+        "throughput_per_s": herd_json["resumes_per_s"],
         "params": {"sessions": args.sessions, "sample": sample_n, "spread_ms": args.spread_ms,
                    "survivors": args.survivors, "survivor_every_ms": args.survivor_every_ms,
                    "steps": steps, "messages": waiting, "pad_bytes": args.pad},
