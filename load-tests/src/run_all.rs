@@ -353,9 +353,10 @@ mod tests {
                 "http-route",
                 "callback",
                 "fanout",
-                "cluster"
+                "cluster",
+                "resume"
             ]
         );
-        assert_eq!(plan(true).len(), 7);
+        assert_eq!(plan(true).len(), 8);
     }
 }
