@@ -27,8 +27,8 @@ fn require(path: &str, what: &str) -> PathBuf {
     full
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_browsers_chat_across_nodes() {
+/// Debian's chromium (or `$CHROMIUM`) and playwright-core, both required.
+fn chromium() -> String {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromium).exists(),
@@ -38,6 +38,56 @@ async fn two_browsers_chat_across_nodes() {
         "tests/browser/node_modules/playwright-core",
         "playwright-core",
     );
+    chromium
+}
+
+/// `target/test-artifacts/<name>`, with no stale file there.
+fn artifact(name: &str) -> PathBuf {
+    let artifacts = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/test-artifacts"
+    ));
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let path = artifacts.join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Runs a browser script (`node <script> <args…>`) with `chromium`; returns the JSON of
+/// its last line, after asserting that it succeeded and said `"ok": true`.
+async fn run_script(script: &str, args: Vec<String>, chromium: String) -> Value {
+    let script = require(script, "the browser script");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .args(args)
+            .env("CHROMIUM", chromium)
+            .output()
+            .expect("node must be installed (scripts/test.sh installs nodejs)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the browser test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON result");
+    assert_eq!(seen["ok"], true);
+    seen
+}
+
+/// Asserts that `path` holds a PNG.
+fn assert_png(path: &std::path::Path) {
+    let png = std::fs::read(path).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG"), "the screenshot is not a PNG");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_chat_across_nodes() {
+    let chromium = chromium();
 
     let redis = RedisServer::start().await;
     let backend_port = free_port();
@@ -65,36 +115,10 @@ async fn two_browsers_chat_across_nodes() {
     let _backend =
         ChatBackend::start(backend_port, &format!("http://{listen}"), &haproxy.ws_url()).await;
 
-    let artifacts = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/target/test-artifacts"
-    ));
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let screenshot = artifacts.join("chat.png");
-    let _ = std::fs::remove_file(&screenshot);
-    let script = require("tests/browser/chat.mjs", "the browser script");
+    let screenshot = artifact("chat.png");
     let page = format!("http://127.0.0.1:{backend_port}/");
-    let shot = screenshot.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(script)
-            .arg(page)
-            .arg(shot)
-            .env("CHROMIUM", chromium)
-            .output()
-            .expect("node must be installed (scripts/test.sh installs nodejs)")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the browser test failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON result");
-    assert_eq!(seen["ok"], true);
+    let args = vec![page, screenshot.display().to_string()];
+    let seen = run_script("tests/browser/chat.mjs", args, chromium).await;
     assert_ne!(
         seen["alice"]["node"], seen["bob"]["node"],
         "the pages shared a node"
@@ -107,21 +131,12 @@ async fn two_browsers_chat_across_nodes() {
             "{who} on unknown node {node}: {nodes:?}"
         );
     }
-    let png = std::fs::read(&screenshot).expect("screenshot written");
-    assert!(png.starts_with(b"\x89PNG"), "the screenshot is not a PNG");
+    assert_png(&screenshot);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chat_page_resumes_after_losing_its_connection() {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "{chromium} is missing: run scripts/test.sh, which installs Debian's chromium package"
-    );
-    require(
-        "tests/browser/node_modules/playwright-core",
-        "playwright-core",
-    );
+    let chromium = chromium();
     let backend_port = free_port();
     let chat_url = format!("http://127.0.0.1:{backend_port}/events");
     let config = require(
@@ -139,38 +154,10 @@ async fn the_chat_page_resumes_after_losing_its_connection() {
     let gateway = gw.ws_url("/prod");
     let _backend = ChatBackend::start(backend_port, &gw.management_url(""), &gateway).await;
 
-    let artifacts = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/target/test-artifacts"
-    ));
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let screenshot = artifacts.join("chat-resumed.png");
-    let _ = std::fs::remove_file(&screenshot);
-    let script = require("tests/browser/resume.mjs", "the browser script");
+    let screenshot = artifact("chat-resumed.png");
     let page = format!("http://127.0.0.1:{backend_port}/");
-    let shot = screenshot.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(script)
-            .arg(page)
-            .arg(gateway)
-            .arg(shot)
-            .env("CHROMIUM", chromium)
-            .output()
-            .expect("node must be installed (scripts/test.sh installs nodejs)")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the browser test failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON result");
-    assert_eq!(seen["ok"], true);
+    let args = vec![page, gateway, screenshot.display().to_string()];
+    let seen = run_script("tests/browser/resume.mjs", args, chromium).await;
     assert_eq!(seen["missed"], 10);
-    let png = std::fs::read(&screenshot).expect("screenshot written");
-    assert!(png.starts_with(b"\x89PNG"), "the screenshot is not a PNG");
+    assert_png(&screenshot);
 }

@@ -90,6 +90,33 @@ async fn welcome(ws: &mut Client) -> Value {
     w
 }
 
+/// A new resumable session: the socket, its connection id and its resume token.
+async fn open_session(gw: &Gateway) -> (Client, String, String) {
+    let mut ws = connect_resumable(gw, "").await;
+    let w = welcome(&mut ws).await;
+    assert_eq!(
+        (&w["resumed"], &w["offset"]),
+        (&Value::from(false), &Value::from(0)),
+        "{w}"
+    );
+    let id = w["connectionId"].as_str().unwrap().to_owned();
+    let token = w["token"].as_str().unwrap().to_owned();
+    (ws, id, token)
+}
+
+/// Waits until `gw` (any node) reports `id` suspended.
+async fn until_suspended(gw: &Gateway, id: &str) {
+    eventually(
+        "GET reports the connection suspended",
+        Duration::from_secs(5),
+        || async {
+            let (status, v) = gw.get_connection(id).await;
+            (status == 200 && v["status"] == "suspended").then_some(())
+        },
+    )
+    .await;
+}
+
 /// Cuts the client's TCP connection without a close frame: a reset (SO_LINGER 0).
 fn cut(ws: Client) {
     if let MaybeTlsStream::Plain(tcp) = ws.get_ref() {
@@ -138,12 +165,7 @@ async fn events_for(backend: &Backend, id: &str, wait: Duration) -> Vec<Value> {
 async fn a_client_cut_mid_stream_resumes_with_every_message_once_in_order() {
     let backend = Backend::start().await;
     let gw = Gateway::start(&config(&backend, 30, "")).await;
-    let mut ws = connect_resumable(&gw, "").await;
-    let w = welcome(&mut ws).await;
-    assert_eq!(w["resumed"], false);
-    assert_eq!(w["offset"], 0);
-    let id = w["connectionId"].as_str().unwrap().to_owned();
-    let token = w["token"].as_str().unwrap().to_owned();
+    let (mut ws, id, token) = open_session(&gw).await;
     let connect = backend.next_event("CONNECT").await;
     assert_eq!(connect["requestContext"]["resumed"], false);
     assert_eq!(gw.join("room", &id).await.0, 204);
@@ -172,15 +194,7 @@ async fn a_client_cut_mid_stream_resumes_with_every_message_once_in_order() {
         got.read(&mut ws).await;
     }
     cut(ws);
-    eventually(
-        "GET reports the connection suspended",
-        Duration::from_secs(5),
-        || async {
-            let (status, v) = gw.get_connection(&id).await;
-            (status == 200 && v["status"] == "suspended").then_some(())
-        },
-    )
-    .await;
+    until_suspended(&gw, &id).await;
     // Messages posted while suspended wait; give the producer time to post some.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, members) = gw
@@ -261,17 +275,11 @@ async fn a_client_cut_mid_stream_resumes_with_every_message_once_in_order() {
 async fn a_resume_after_the_window_starts_fresh_and_disconnect_fires_once() {
     let backend = Backend::start().await;
     let gw = Gateway::start(&config(&backend, 1, "")).await;
-    let mut ws = connect_resumable(&gw, "").await;
-    let w = welcome(&mut ws).await;
-    let id = w["connectionId"].as_str().unwrap().to_owned();
-    let token = w["token"].as_str().unwrap().to_owned();
+    let (ws, id, token) = open_session(&gw).await;
     backend.next_event("CONNECT").await;
     cut(ws);
     // Not at the drop: while suspended, POST is accepted and nothing reaches $disconnect.
-    eventually("suspended", Duration::from_secs(5), || async {
-        (gw.get_connection(&id).await.1["status"] == "suspended").then_some(())
-    })
-    .await;
+    until_suspended(&gw, &id).await;
     assert_eq!(gw.post(&id, "kept").await.0, 200);
     backend.expect_none(Duration::from_millis(500)).await;
     // The window passes: $disconnect, once, with the drop's code.
@@ -300,10 +308,7 @@ async fn a_resume_after_the_window_starts_fresh_and_disconnect_fires_once() {
 async fn bad_tokens_and_offsets_start_fresh_and_a_stale_offset_ends_the_old_session() {
     let backend = Backend::start().await;
     let gw = Gateway::start(&config(&backend, 30, "max_messages = 3")).await;
-    let mut ws = connect_resumable(&gw, "").await;
-    let w = welcome(&mut ws).await;
-    let id = w["connectionId"].as_str().unwrap().to_owned();
-    let token = w["token"].as_str().unwrap().to_owned();
+    let (mut ws, id, token) = open_session(&gw).await;
     // A wrong secret, a malformed token, an offset that is not a number: fresh
     // sessions, and the real one is untouched.
     let forged = format!("{id}.{}", "A".repeat(24));
@@ -330,10 +335,7 @@ async fn bad_tokens_and_offsets_start_fresh_and_a_stale_offset_ends_the_old_sess
         got.read(&mut ws).await;
     }
     cut(ws);
-    eventually("suspended", Duration::from_secs(5), || async {
-        (gw.get_connection(&id).await.1["status"] == "suspended").then_some(())
-    })
-    .await;
+    until_suspended(&gw, &id).await;
     // While suspended the history is bounded: it holds three frames the client never
     // acknowledged, so a fourth is refused (429), not kept at the cost of a gap.
     assert_eq!(gw.post(&id, "s1").await.0, 429);
@@ -477,10 +479,7 @@ async fn in_cluster_mode_a_session_resumes_on_its_node_and_another_node_starts_i
     );
     let gws = nodes(&redis, 2, &extra).await;
     let (a, b) = (&gws[0], &gws[1]);
-    let mut ws = connect_resumable(a, "").await;
-    let w = welcome(&mut ws).await;
-    let id = w["connectionId"].as_str().unwrap().to_owned();
-    let token = w["token"].as_str().unwrap().to_owned();
+    let (mut ws, id, token) = open_session(a).await;
     // Through the other node: a join, a POST and a group message reach the owner.
     assert_eq!(b.join("room", &id).await.0, 204);
     assert_eq!(b.post(&id, "p0").await.0, 200);
@@ -489,12 +488,7 @@ async fn in_cluster_mode_a_session_resumes_on_its_node_and_another_node_starts_i
     got.read(&mut ws).await;
     got.read(&mut ws).await;
     cut(ws);
-    eventually(
-        "suspended, seen from the other node",
-        Duration::from_secs(5),
-        || async { (b.get_connection(&id).await.1["status"] == "suspended").then_some(()) },
-    )
-    .await;
+    until_suspended(b, &id).await; // seen from the other node
     assert_eq!(b.post(&id, "p1").await.0, 200);
     assert_eq!(b.to_group("room", "g1").await.0, 202);
     // Back on its own node: everything, once, in order.
@@ -507,10 +501,7 @@ async fn in_cluster_mode_a_session_resumes_on_its_node_and_another_node_starts_i
     // it is told to start fresh; the old session ends on its node when the window
     // passes, with one $disconnect.
     cut(ws);
-    eventually("suspended", Duration::from_secs(5), || async {
-        (a.get_connection(&id).await.1["status"] == "suspended").then_some(())
-    })
-    .await;
+    until_suspended(a, &id).await;
     let mut other = connect_resumable(b, &resume_query(&token, got.last)).await;
     let w = welcome(&mut other).await;
     assert_eq!(
@@ -530,10 +521,7 @@ async fn in_cluster_mode_a_session_resumes_on_its_node_and_another_node_starts_i
 async fn a_session_dropped_again_after_a_resume_gets_a_whole_new_window() {
     let backend = Backend::start().await;
     let gw = Gateway::start(&config(&backend, 2, "")).await;
-    let mut ws = connect_resumable(&gw, "").await;
-    let w = welcome(&mut ws).await;
-    let id = w["connectionId"].as_str().unwrap().to_owned();
-    let token = w["token"].as_str().unwrap().to_owned();
+    let (ws, id, token) = open_session(&gw).await;
     backend.next_event("CONNECT").await;
     cut(ws);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -568,21 +556,13 @@ async fn deleting_a_suspended_session_or_shutting_down_fires_disconnect_once() {
     let gw = Gateway::start(&config(&backend, 30, "")).await;
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let mut ws = connect_resumable(&gw, "").await;
-        ids.push(
-            welcome(&mut ws).await["connectionId"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        let (ws, id, _) = open_session(&gw).await;
+        ids.push(id);
         backend.next_event("CONNECT").await;
         cut(ws);
     }
     for id in &ids {
-        eventually("suspended", Duration::from_secs(5), || async {
-            (gw.get_connection(id).await.1["status"] == "suspended").then_some(())
-        })
-        .await;
+        until_suspended(&gw, id).await;
     }
     // DELETE: now, with its code.
     assert_eq!(
