@@ -52,8 +52,17 @@ timeout_ms = 2000
     )
 }
 
-/// A WebSocket client offering the resume subprotocol, with `query` (`?sb_resume=…`).
-async fn connect_resumable(gw: &Gateway, query: &str) -> Client {
+/// A WebSocket handshake offering the resume subprotocol, with `query` (`?sb_resume=…`).
+async fn try_connect_resumable(
+    gw: &Gateway,
+    query: &str,
+) -> Result<
+    (
+        Client,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
     let mut request = gw
         .ws_url(&format!("/prod{query}"))
         .into_client_request()
@@ -61,9 +70,12 @@ async fn connect_resumable(gw: &Gateway, query: &str) -> Client {
     request
         .headers_mut()
         .insert("Sec-WebSocket-Protocol", SUBPROTOCOL.parse().unwrap());
-    let (ws, response) = connect_async_with_config(request, None, true)
-        .await
-        .expect("connect");
+    connect_async_with_config(request, None, true).await
+}
+
+/// A WebSocket client offering the resume subprotocol, with `query` (`?sb_resume=…`).
+async fn connect_resumable(gw: &Gateway, query: &str) -> Client {
+    let (ws, response) = try_connect_resumable(gw, query).await.expect("connect");
     assert_eq!(response.status(), 101);
     assert_eq!(
         response.headers().get("sec-websocket-protocol").unwrap(),
@@ -592,4 +604,88 @@ async fn deleting_a_suspended_session_or_shutting_down_fires_disconnect_once() {
     );
     assert_eq!(gw.wait_exit(Duration::from_secs(10)).await, Some(0));
     backend.expect_none(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn in_cluster_mode_a_session_resumes_on_another_node_after_its_node_is_killed() {
+    let redis = RedisServer::start().await;
+    let backend = Backend::start().await;
+    let extra = format!(
+        "[resume]\nenabled = true\nwindow_secs = 3\n\
+         [routes.\"$connect\"]\nintegration = \"events\"\n\
+         [routes.\"$disconnect\"]\nintegration = \"events\"\n\
+         [integrations.events]\ntype = \"http\"\nurl = \"{}\"\ntimeout_ms = 2000\n",
+        backend.url("/events")
+    );
+    let mut gws = nodes(&redis, 2, &extra).await;
+    let (mut ws, id, token) = open_session(&gws[0]).await;
+    assert_eq!(
+        backend.next_event("CONNECT").await["requestContext"]["resumed"],
+        false
+    );
+    // Through the other node: a join and five POSTs, all accepted by the owner.
+    assert_eq!(gws[1].join("room", &id).await.0, 204);
+    for n in 0..5 {
+        assert_eq!(gws[1].post(&id, format!("p{n}")).await.0, 200);
+    }
+    let mut got = Received::default();
+    got.read(&mut ws).await;
+    got.read(&mut ws).await;
+    // The owner dies with three messages the client never processed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gws[0].sigkill().await;
+    drop(ws);
+    // The client resumes on the other node: asked to retry (409) while the dead node's
+    // lease runs, then resumed there with its id.
+    let b = &gws[1];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut ws = loop {
+        match try_connect_resumable(b, &resume_query(&token, got.last)).await {
+            Ok((ws, _)) => break ws,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "no resume: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let w = welcome(&mut ws).await;
+    assert_eq!(
+        (&w["resumed"], &w["connectionId"]),
+        (&Value::from(true), &Value::from(id.as_str())),
+        "{w}"
+    );
+    for _ in 0..3 {
+        got.read(&mut ws).await;
+    }
+    // It lives on this node now: POSTs, its group and GET reach it here.
+    assert_eq!(b.post(&id, "p5").await.0, 200);
+    got.read(&mut ws).await;
+    assert_eq!(b.to_group("room", "g0").await.0, 202);
+    got.read(&mut ws).await;
+    assert_eq!(got.payloads, ["p0", "p1", "p2", "p3", "p4", "p5", "g0"]);
+    let (status, v) = b.get_connection(&id).await;
+    assert_eq!(
+        (status, &v["status"]),
+        (200, &Value::from("connected")),
+        "{v}"
+    );
+    let connect = backend.next_event("CONNECT").await;
+    assert_eq!(connect["requestContext"]["connectionId"], id.as_str());
+    assert_eq!(connect["requestContext"]["resumed"], true);
+    // The dead node is reaped and its window passes: no $disconnect for the session.
+    assert!(
+        events_for(&backend, &id, Duration::from_secs(6))
+            .await
+            .is_empty(),
+        "no $disconnect while the session lives on"
+    );
+    // A clean close ends it: $disconnect, once.
+    ws.close(None).await.unwrap();
+    let disconnect = backend.next_event("DISCONNECT").await;
+    assert_eq!(disconnect["requestContext"]["connectionId"], id.as_str());
+    assert!(
+        events_for(&backend, &id, Duration::from_millis(500))
+            .await
+            .is_empty()
+    );
 }

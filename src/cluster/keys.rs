@@ -12,6 +12,8 @@
 //! | `<p>:{n.<tag>}:reaper` | string with TTL | which survivor is cleaning up a dead node (or, after a graceful shutdown, the node itself: nobody reaps it) |
 //! | `<p>:{n.<tag>}:version` | integer | bumped by every write to the node's records, so survivors re-read them only when they changed |
 //! | `<p>:{g.<group>}:members` | sorted set, scores 0 | connection ids in the group, cluster-wide, in id order |
+//! | `<p>:{s.<id>}:session` | hash with TTL | a resumable session: `secret`, `record` (JSON), `owner` (node tag), `g:<group>` per group |
+//! | `<p>:{s.<id>}:history` | stream with TTL | its frames, entry id `<offset>-0`, field `t` (text) or `b` (binary) |
 //! | channel `<p>:{n.<tag>}:inbox` | pub/sub | requests to, and replies for, the node |
 //! | channel `<p>:broadcast` | pub/sub | broadcasts to every connection, one publish reaching every node |
 //! | channel `<p>:{g.<group>}:bcast` | pub/sub | broadcasts to a group, reaching the nodes that hold a member |
@@ -77,6 +79,14 @@ impl Keys {
     /// A group's broadcast channel.
     pub fn group_channel(&self, group: &str) -> String {
         format!("{}:{{g.{group}}}:bcast", self.prefix)
+    }
+    /// A resumable session's state: its secret, record, groups and owner (a hash).
+    pub fn session(&self, id: &str) -> String {
+        format!("{}:{{s.{id}}}:session", self.prefix)
+    }
+    /// A resumable session's history (a stream whose entry ids are `<offset>-0`).
+    pub fn session_history(&self, id: &str) -> String {
+        format!("{}:{{s.{id}}}:history", self.prefix)
     }
 }
 

@@ -50,6 +50,9 @@ pub enum Refusal {
     BadOffset,
     /// The token does not parse.
     BadToken,
+    /// The session's node may still be alive (cluster mode): the client should try again
+    /// shortly (the handshake answers 409, not a fresh start).
+    Busy,
 }
 
 impl Refusal {
@@ -60,6 +63,7 @@ impl Refusal {
             Self::Trimmed => "history_trimmed",
             Self::BadOffset => "bad_offset",
             Self::BadToken => "bad_token",
+            Self::Busy => "busy",
         }
     }
 }
@@ -87,6 +91,20 @@ impl Token {
             secret: secret.to_owned(),
         })
     }
+}
+
+/// Where a resumable session's frames are also kept, so that another node can resume it
+/// when this one dies (cluster mode: Redis Streams, `cluster::redis::sessions`). Called
+/// under the history's lock, so it only queues.
+pub trait Mirror: Send + Sync + std::fmt::Debug {
+    /// Frame `offset` (in its wire form) was kept.
+    fn kept(&self, id: &ConnectionId, offset: u64, frame: &Message);
+    /// The client processed every frame up to `offset`.
+    fn acked(&self, id: &ConnectionId, offset: u64);
+    /// The session joined (`true`) or left `group`.
+    fn group(&self, id: &ConnectionId, group: &str, joined: bool);
+    /// The session is over: what was kept for it can go.
+    fn ended(&self, id: &ConnectionId);
 }
 
 /// The history and the attachment state, under one lock.
@@ -121,6 +139,8 @@ pub struct Resumable {
     max_messages: usize,
     /// Most payload bytes kept.
     max_bytes: usize,
+    /// Where frames are also kept (cluster mode), with the session's id.
+    mirror: Option<(ConnectionId, std::sync::Arc<dyn Mirror>)>,
 }
 
 impl Resumable {
@@ -138,6 +158,49 @@ impl Resumable {
             detached: tokio::sync::Notify::new(),
             max_messages,
             max_bytes,
+            mirror: None,
+        }
+    }
+
+    /// A session another node kept (cluster mode), taken over here: its secret, the
+    /// frames kept after the client's offset (consecutive, checked by the caller), and the
+    /// offset the next frame gets. It starts with no socket attached.
+    pub fn adopted(
+        secret: String,
+        frames: Vec<(u64, Message)>,
+        next: u64,
+        (max_messages, max_bytes): (usize, usize),
+    ) -> Self {
+        let bytes = frames.iter().map(|(_, f)| f.len()).sum();
+        Self {
+            secret,
+            history: Mutex::new(History {
+                frames: frames.into(),
+                bytes,
+                next,
+                attached: false,
+                ended: false,
+                generation: 0,
+            }),
+            ..Self::new(max_messages, max_bytes)
+        }
+    }
+
+    /// Keeps this session's frames in `mirror` too.
+    pub fn mirrored(mut self, id: ConnectionId, mirror: std::sync::Arc<dyn Mirror>) -> Self {
+        self.mirror = Some((id, mirror));
+        self
+    }
+
+    /// The token's secret (for the mirror's copy).
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// The session joined (`true`) or left `group` (told to the mirror).
+    pub fn group_changed(&self, group: &str, joined: bool) {
+        if let Some((id, mirror)) = &self.mirror {
+            mirror.group(id, group, joined);
         }
     }
 
@@ -171,6 +234,9 @@ impl Resumable {
             crate::telemetry::metrics::dropped("resume_history_full", 1);
             return Err(SendError::Full);
         }
+        if let Some((id, mirror)) = &self.mirror {
+            mirror.kept(id, offset, &frame);
+        }
         h.frames.push_back((offset, frame));
         h.bytes += len;
         h.next += 1;
@@ -187,6 +253,9 @@ impl Resumable {
     pub fn ack(&self, offset: u64) {
         let mut h = self.history();
         drop_through(&mut h, offset);
+        if let Some((id, mirror)) = &self.mirror {
+            mirror.acked(id, offset);
+        }
     }
 
     /// Whether a resume from `offset` (the last frame the client processed) can be served
@@ -278,6 +347,9 @@ impl Resumable {
             h.attached = false;
             h.frames = VecDeque::new();
             h.bytes = 0;
+        }
+        if let Some((id, mirror)) = &self.mirror {
+            mirror.ended(id);
         }
         self.detached.notify_waiters();
     }

@@ -34,6 +34,7 @@ use super::fragments::FragmentGuard;
 use super::{resume, session};
 use crate::api::Api;
 use crate::connections::id::request_id;
+use crate::connections::resume::Refusal;
 use crate::connections::{Close, ConnInfo, ConnShared, ConnectionId, TraceId, now_ms};
 use crate::integrations::event::{Event, header_pairs, keys};
 use crate::integrations::proxy_response::GroupChanges;
@@ -79,11 +80,20 @@ async fn accept_or_reject(
     let resume = (api.resume.enabled && offers_resume(request.headers()))
         .then(|| resume::Ask::take(&mut query));
     let resuming = match &resume {
-        Some(ask) => ask.find(state),
+        Some(ask) => ask.find(state).await,
         None => Ok(None),
     };
     let (resuming, refusal) = match resuming {
         Ok(found) => (found, None),
+        Err(Refusal::Busy) => {
+            // Cluster mode: the session's node may still be alive; try again shortly.
+            metrics::resume_attempt(Refusal::Busy.as_str());
+            return Err(Rejection::new(
+                StatusCode::CONFLICT,
+                "The session could not be resumed; connect again",
+            )
+            .with_header(header::RETRY_AFTER, "1"));
+        }
         Err(refusal) => (None, Some(refusal)),
     };
     // What AWS adds (X-Forwarded-*, X-Amzn-Trace-Id) and the client's real address, once,

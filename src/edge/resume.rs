@@ -56,13 +56,16 @@ impl Ask {
 
     /// The connection this handshake resumes, with the offset to replay after: `None` for
     /// a first connect, `Err` when the resume cannot be served (the client starts fresh).
-    pub fn find(&self, state: &AppState) -> Result<Option<(Arc<ConnShared>, u64)>, Refusal> {
+    pub async fn find(
+        &self,
+        state: &Arc<AppState>,
+    ) -> Result<Option<(Arc<ConnShared>, u64)>, Refusal> {
         let Some(token) = &self.token else {
             return Ok(None);
         };
         let token = token.as_ref().map_err(|r| *r)?;
         let offset = self.offset?;
-        let shared = state.find_resumable(token, offset)?;
+        let shared = state.find_resumable(token, offset).await?;
         Ok(Some((shared, offset)))
     }
 }

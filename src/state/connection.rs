@@ -61,11 +61,20 @@ impl AppState {
             api.client.outbound_queue_bytes,
         );
         let shared = Arc::new(if resumable {
-            let resume = Resumable::new(api.resume.max_messages, api.resume.max_bytes);
+            let mut resume = Resumable::new(api.resume.max_messages, api.resume.max_bytes);
+            if let Some(mirror) = self.cluster.resume_mirror() {
+                resume = resume.mirrored(info.id, mirror);
+            }
             ConnShared::resumable(info, queue, resume)
         } else {
             ConnShared::new(info, queue.0, queue.1)
         });
+        if resumable {
+            let ttl_secs = api.resume.window_secs + api.client.max_lifetime_secs;
+            let ttl_ms = ttl_secs.saturating_mul(1000);
+            self.cluster
+                .session_opened(&shared, ttl_ms, api.resume.max_messages);
+        }
         self.cluster.connected(&shared);
         if self.shutdown.is_cancelled() {
             // Shutdown began after this handshake did; it closes the connections it found
