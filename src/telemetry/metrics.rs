@@ -151,8 +151,9 @@ pub fn connection_opened() {
 
 /// A connection closed with `code`.
 pub fn connection_closed(code: u16) {
-    gauge!("switchboard_connections").decrement(1.0);
+    // The counter first: a scrape that sees the gauge down also sees the close counted.
     counter!("switchboard_disconnects_total", "code" => code.to_string()).increment(1);
+    gauge!("switchboard_connections").decrement(1.0);
 }
 
 /// A resumable session's socket dropped and the session was kept (suspended: +1), or a
