@@ -29,6 +29,8 @@ pub struct Api {
     /// Admission checks before `$connect` (origin, authorizer, API key); `None` when
     /// `[auth]` configures none, so the handshake skips them.
     pub auth: Option<Arc<crate::auth::ConnectAuth>>,
+    /// Resumable sessions (`[resume]`): whether they are offered, the window, the bounds.
+    pub resume: crate::config::ResumeSettings,
 }
 
 impl Api {
@@ -91,6 +93,7 @@ impl Api {
             client: settings.client.clone(),
             ws_config,
             auth: crate::auth::ConnectAuth::build(settings, http)?.map(Arc::new),
+            resume: settings.resume.clone(),
         })
     }
 

@@ -3,7 +3,8 @@
 //! for draining and reloading).
 //!
 //! Hooks wired here, so that no lower layer reaches up: a dead node's connections (found
-//! by the cluster) → `$disconnect` ([`AppState::connection_lost`]).
+//! by the cluster) → `$disconnect` ([`AppState::node_died_with`]: at once, or for a
+//! resumable session at the end of its window unless another node took it over).
 //!
 //! One shutdown tree: `run` owns the root [`CancellationToken`] that background tasks
 //! watch, and on shutdown asks every connection to close (1001); connections and
@@ -61,7 +62,7 @@ fn wire_node_deaths(state: &Arc<AppState>, mut deaths: NodeDeaths) {
             tokio::select! {
                 _ = hook.shutdown.cancelled() => return,
                 record = deaths.recv() => match record {
-                    Some(record) => hook.connection_lost(&record),
+                    Some(record) => hook.node_died_with(&record),
                     None => return,
                 },
             }

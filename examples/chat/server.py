@@ -21,7 +21,10 @@ answer carries the `x-switchboard-join` / `x-switchboard-leave` header and the g
 applies it. Sending uses the management API once per message: `POST /@groups/{room}`,
 which reaches every member on every node.
 
-GET / serves the chat page (index.html beside this file), told where the gateway is.
+GET / serves the chat page (index.html beside this file), told where the gateway is, and
+GET /switchboard-resume.js the client it uses (clients/js): the page asks for a resumable
+session, so a dropped connection comes back with its id, its rooms and every message it
+missed (docs/resume.md); a resumed `$connect` (requestContext.resumed) changes nothing here.
 
 Environment:
     SWITCHBOARD_MANAGEMENT_URL  management API base URL(s), comma-separated; tried in
@@ -54,6 +57,14 @@ MANAGEMENT_URLS = [
 TOKEN = os.environ.get("SWITCHBOARD_TOKEN", "")
 PUBLIC_URL = os.environ.get("SWITCHBOARD_PUBLIC_URL", "")
 PAGE = (Path(__file__).parent / "index.html").read_text()
+# The JavaScript client of resumable sessions the page uses: beside this file (as the
+# compose kit mounts it), else in the repository's clients/js.
+CLIENT_JS = next(
+    (p.read_text() for p in (Path(__file__).parent / "switchboard-resume.js",
+                             Path(__file__).parent.parent.parent / "clients/js/switchboard-resume.js")
+     if p.exists()),
+    "",
+)
 
 
 class Members:
@@ -144,7 +155,9 @@ def handle(event):
         nickname = query.get("nickname") or default_nickname(connection_id)
         if not NICKNAME.match(nickname):
             return 400, {}, ""  # the handshake is refused with 400
-        members.connect(connection_id, nickname)
+        if not context.get("resumed"):
+            # A resumed session (docs/resume.md) keeps its id and rooms: nothing to redo.
+            members.connect(connection_id, nickname)
         return 200, {}, ""
     if event_type == "DISCONNECT":
         nickname, rooms = members.disconnect(connection_id)
@@ -214,6 +227,8 @@ class Handler(BaseHTTPRequestHandler):
             url = PUBLIC_URL or f"ws://{host}:8080/prod"
             page = PAGE.replace("__GATEWAY_URL__", json.dumps(url))
             self.reply(200, page, "text/html; charset=utf-8")
+        elif self.path.split("?")[0] == "/switchboard-resume.js" and CLIENT_JS:
+            self.reply(200, CLIENT_JS, "text/javascript; charset=utf-8")
         else:
             self.reply(200, '{"status":"ok"}')
 

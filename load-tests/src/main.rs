@@ -19,7 +19,7 @@ mod summary;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use scenarios::{callback, cluster, connect, echo, fanout, http_route, idle, scale};
+use scenarios::{callback, cluster, connect, echo, fanout, http_route, idle, resume, scale};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +49,8 @@ enum Command {
     Cluster(cluster::Args),
     /// Backplane bytes per node per group message at 1-8 nodes; one Redis vs Redis Cluster.
     Scale(scale::Args),
+    /// Resumable sessions: memory per suspended session, resume latency, a herd of resumes.
+    Resume(resume::Args),
     /// The bare tokio-tungstenite server the ratios are measured against.
     BaselineServer {
         /// Listen address.
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
                 Command::Fanout(a) => (fanout::run(a).await?, fanout::table),
                 Command::Cluster(a) => (cluster::run(a).await?, cluster::table),
                 Command::Scale(a) => (scale::run(a).await?, scale::table),
+                Command::Resume(a) => (resume::run(a).await?, resume::table),
                 Command::BaselineServer {
                     listen,
                     read_buffer,

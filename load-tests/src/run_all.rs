@@ -46,7 +46,7 @@ pub struct ReportArgs {
 
 /// Each scenario with its suite-size and quick-size arguments.
 fn plan(quick: bool) -> Vec<(&'static str, Vec<&'static str>)> {
-    const FULL: [(&str, &str); 8] = [
+    const FULL: [(&str, &str); 9] = [
         (
             "idle",
             "--connections 15000 --workers 4 --concurrency 24 --steps 6 --settle-ms 1500",
@@ -73,8 +73,12 @@ fn plan(quick: bool) -> Vec<(&'static str, Vec<&'static str>)> {
             "scale",
             "--nodes 1,2,4,8 --members 100 --messages 200 --kind-messages 50 --memory-connections 5000 --tp-secs 10",
         ),
+        (
+            "resume",
+            "--sessions 10000 --sample 500 --spread-ms 1000 --survivors 50",
+        ),
     ];
-    const QUICK: [(&str, &str); 8] = [
+    const QUICK: [(&str, &str); 9] = [
         (
             "idle",
             "--connections 40 --workers 2 --steps 2 --settle-ms 100",
@@ -100,6 +104,10 @@ fn plan(quick: bool) -> Vec<(&'static str, Vec<&'static str>)> {
         (
             "scale",
             "--nodes 1,2 --members 3 --messages 5 --kind-messages 2 --memory-connections 20 --memory-group-size 5 --tp-groups 3 --tp-members 2 --tp-callers 2 --tp-secs 1 --no-redis-cluster",
+        ),
+        (
+            "resume",
+            "--sessions 30 --sample 5 --spread-ms 100 --survivors 2 --settle-ms 100",
         ),
     ];
     let chosen = if quick { QUICK } else { FULL };
@@ -354,7 +362,8 @@ mod tests {
                 "callback",
                 "fanout",
                 "cluster",
-                "scale"
+                "scale",
+                "resume"
             ]
         );
         assert_eq!(plan(true).len(), 8);

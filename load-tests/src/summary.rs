@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::report::{Table, num};
-use crate::scenarios::{callback, cluster, connect, echo, fanout, http_route, idle, scale};
+use crate::scenarios::{callback, cluster, connect, echo, fanout, http_route, idle, resume, scale};
 
 /// How a target came out.
 #[derive(Debug, PartialEq)]
@@ -287,6 +287,7 @@ pub fn table_for(v: &Value) -> Option<Table> {
         "fanout" => fanout::table,
         "cluster" => cluster::table,
         "scale" => scale::table,
+        "resume" => resume::table,
         _ => return None,
     };
     Some(table(v))

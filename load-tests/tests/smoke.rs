@@ -361,6 +361,32 @@ fn scale_sees_no_group_bytes_on_non_member_nodes() {
 }
 
 #[test]
+fn resume_suspends_and_resumes_every_session() {
+    let v = scenario(
+        "resume",
+        &[
+            "--sessions",
+            "30",
+            "--sample",
+            "5",
+            "--spread-ms",
+            "100",
+            "--survivors",
+            "2",
+            "--settle-ms",
+            "100",
+        ],
+    );
+    assert_eq!(v["memory"]["sessions"], 30, "{v}");
+    assert_eq!(v["resume_latency"]["resumed"], 5, "{v}");
+    assert_eq!(v["herd"]["result"]["resumed"], 25, "{v}");
+    assert_eq!(v["herd"]["lost"], 0, "{v}");
+    assert_eq!(v["herd"]["suspended_left"], 0, "{v}");
+    latency_present(&v, &["resume_latency", "latency"]);
+    latency_present(&v, &["survivors_during", "latency"]);
+}
+
+#[test]
 fn run_all_quick_writes_results_summary_and_charts() {
     let dir = std::env::temp_dir().join(format!("loadgen-smoke-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -396,7 +422,8 @@ fn run_all_quick_writes_results_summary_and_charts() {
             "callback",
             "fanout",
             "cluster",
-            "scale"
+            "scale",
+            "resume"
         ]
     );
     for s in results["scenarios"].as_array().unwrap() {

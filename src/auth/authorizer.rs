@@ -254,6 +254,7 @@ impl HttpAuthorizer {
             detail: EventDetail::Connect {
                 headers: &headers,
                 query: handshake.query,
+                resumed: None,
             },
         };
         let mut value: serde_json::Value =

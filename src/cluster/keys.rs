@@ -14,6 +14,8 @@
 //! | `<p>:{g.<group>}:members` | sorted set, scores 0 | connection ids in the group, cluster-wide, in id order |
 //! | `<p>:{g.<group>}:subscribers` | set | tags of the nodes subscribed to the group's channel (a broadcast is refused while one of them is not) |
 //! | `<p>:{all}:subscribers` | set | tags of the nodes subscribed to the broadcast channel |
+//! | `<p>:{s.<id>}:session` | hash with TTL | a resumable session: `secret`, `record` (JSON), `owner` (node tag), `g:<group>` per group |
+//! | `<p>:{s.<id>}:history` | stream with TTL | its frames, entry id `<offset>-0`, field `t` (text) or `b` (binary) |
 //! | channel `<p>:{n.<tag>}:inbox` | pub/sub | requests to, and replies for, the node |
 //! | channel `<p>:{all}:bcast` | pub/sub | broadcasts to every connection, one publish reaching every node |
 //! | channel `<p>:{g.<group>}:bcast` | pub/sub | broadcasts to a group, reaching the nodes that hold a member |
@@ -95,6 +97,14 @@ impl Keys {
             .strip_prefix(self.prefix.as_str())?
             .strip_prefix(":{g.")?
             .strip_suffix("}:bcast")
+    }
+    /// A resumable session's state: its secret, record, groups and owner (a hash).
+    pub fn session(&self, id: &str) -> String {
+        format!("{}:{{s.{id}}}:session", self.prefix)
+    }
+    /// A resumable session's history (a stream whose entry ids are `<offset>-0`).
+    pub fn session_history(&self, id: &str) -> String {
+        format!("{}:{{s.{id}}}:history", self.prefix)
     }
 }
 

@@ -36,6 +36,11 @@ pub struct Local {
     /// Group → its local members. Sharded map: joins and broadcasts of different groups
     /// rarely contend; guards are never held across an `.await`.
     groups: DashMap<Arc<str>, HashMap<ConnectionId, ConnHandle>>,
+    /// Connections of other nodes this node took over (resumable sessions whose node
+    /// died, cluster mode): they live here although their id names another node.
+    adopted: dashmap::DashSet<ConnectionId>,
+    /// How many there are: while none, no lookup is made (the common case costs a load).
+    adopted_count: std::sync::atomic::AtomicUsize,
 }
 
 impl Local {
@@ -45,6 +50,28 @@ impl Local {
             node,
             registry: Registry::default(),
             groups: DashMap::new(),
+            adopted: dashmap::DashSet::new(),
+            adopted_count: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether this node holds `id` (its own, or one it took over).
+    pub fn owns(&self, id: &ConnectionId) -> bool {
+        id.node() == self.node
+            || (self.adopted_count.load(Ordering::Relaxed) > 0 && self.adopted.contains(id))
+    }
+
+    /// Holds `id` of another node from now on (a resumable session taken over).
+    pub fn adopt(&self, id: ConnectionId) {
+        if self.adopted.insert(id) {
+            self.adopted_count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// No longer holds `id` of another node (it closed).
+    pub fn forget_adopted(&self, id: &ConnectionId) {
+        if self.adopted_count.load(Ordering::Relaxed) > 0 && self.adopted.remove(id).is_some() {
+            self.adopted_count.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -64,7 +91,16 @@ impl Local {
     pub fn describe(&self, id: &ConnectionId) -> Option<(ConnectionRecord, i64)> {
         let handle = self.registry.get(id)?;
         let last = handle.shared.last_active_ms.load(Ordering::Relaxed) as i64;
-        Some((ConnectionRecord::of(&handle.shared), last))
+        let mut record = ConnectionRecord::of(&handle.shared);
+        record.status = handle.shared.resume.as_deref().map(|r| {
+            if r.is_attached() {
+                "connected"
+            } else {
+                "suspended"
+            }
+            .to_owned()
+        });
+        Some((record, last))
     }
 
     /// Adds a local connection to `group`; `Ok(false)` if it was already a member.
@@ -88,6 +124,9 @@ impl Local {
             return Ok(false);
         }
         joined.push(name.clone());
+        if let Some(resume) = &handle.shared.resume {
+            resume.group_changed(&name, true);
+        }
         self.groups
             .entry(name)
             .or_default()
@@ -106,6 +145,9 @@ impl Local {
         let before = joined.len();
         joined.retain(|g| **g != *group.as_str());
         let was_member = before != joined.len();
+        if was_member && let Some(resume) = &handle.shared.resume {
+            resume.group_changed(group.as_str(), false);
+        }
         self.remove_member(group.as_str(), id);
         Ok(was_member)
     }

@@ -117,6 +117,10 @@ pub struct ConnectionRecord {
     /// The connection's W3C trace id, hex (so a reaped `$disconnect` joins its trace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// A resumable connection's state as its owner sees it now: `connected` or
+    /// `suspended` (set in a GET's answer only; `None` for other connections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 impl ConnectionRecord {
@@ -132,6 +136,7 @@ impl ConnectionRecord {
             domain_name: info.domain_name.clone(),
             authorizer: info.authorizer.as_deref().cloned(),
             trace_id: Some(info.trace_id.to_string()),
+            status: None,
         }
     }
 }
@@ -227,7 +232,7 @@ impl Cluster {
         match &self.backplane {
             // In memory every connection is local; another node's id is simply gone.
             Backplane::Memory(m) => ops::apply(&self.local, m, id, op),
-            Backplane::Redis(r) if id.node() == self.local.node => r.apply(id, op).await,
+            Backplane::Redis(r) if self.local.owns(id) => r.apply(id, op).await,
             Backplane::Redis(r) => r.request(id, op).await,
         }
     }
@@ -339,10 +344,70 @@ impl Cluster {
     /// a local member is unsubscribed, in the background).
     pub fn disconnected(&self, shared: &ConnShared) {
         self.local.registry.remove(&shared.info.id);
+        self.local.forget_adopted(&shared.info.id);
         let groups = self.local.leave_all(shared);
         self.records().disconnected(&shared.info.id, &groups);
         if let Backplane::Redis(r) = &self.backplane {
             r.groups_left(&groups);
+        }
+    }
+
+    /// Where resumable sessions' frames are also kept (cluster mode: Redis), so another
+    /// node can resume them after this one died; `None` in memory (one node: nowhere
+    /// else).
+    pub fn resume_mirror(&self) -> Option<Arc<dyn crate::connections::resume::Mirror>> {
+        match &self.backplane {
+            Backplane::Memory(_) => None,
+            Backplane::Redis(r) => Some(r.session_mirror()),
+        }
+    }
+
+    /// Records a new resumable session's secret and state where its frames are kept
+    /// (cluster mode), with the TTL and history length its keys get.
+    pub fn session_opened(&self, shared: &ConnShared, ttl_ms: u64, max_len: usize) {
+        if let Backplane::Redis(r) = &self.backplane {
+            r.session_opened(shared, ttl_ms, max_len);
+        }
+    }
+
+    /// A resumable session of another node as Redis kept it, with its frames after
+    /// `after` (cluster mode; `None` in memory or when Redis keeps no such session).
+    pub async fn kept_session(
+        &self,
+        id: &ConnectionId,
+        after: u64,
+    ) -> Result<Option<redis::KeptSession>, DeliveryError> {
+        match &self.backplane {
+            Backplane::Memory(_) => Ok(None),
+            Backplane::Redis(r) => r.kept_session(id, after).await,
+        }
+    }
+
+    /// Takes over a resumable session of a node that died: it lives here from now on
+    /// (registry, records, Redis's owner field). Mirror: [`Cluster::disconnected`].
+    pub async fn adopt(&self, shared: &Arc<ConnShared>) -> Result<(), DeliveryError> {
+        let Backplane::Redis(r) = &self.backplane else {
+            return Err(DeliveryError::Gone);
+        };
+        r.session_taken_over(&shared.info.id).await?;
+        self.local.adopt(shared.info.id);
+        self.connected(shared);
+        Ok(())
+    }
+
+    /// Who holds resumable session `id` according to Redis (its node's tag), if Redis
+    /// keeps it (`None` in memory).
+    pub async fn session_owner(&self, id: &ConnectionId) -> Result<Option<String>, DeliveryError> {
+        match &self.backplane {
+            Backplane::Memory(_) => Ok(None),
+            Backplane::Redis(r) => r.session_owner(id).await,
+        }
+    }
+
+    /// Forgets what Redis keeps of resumable session `id`.
+    pub async fn forget_session(&self, id: &ConnectionId) {
+        if let Backplane::Redis(r) = &self.backplane {
+            r.forget_session(id).await;
         }
     }
 

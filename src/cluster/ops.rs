@@ -69,7 +69,7 @@ impl Outcome {
 }
 
 /// Runs `op` on `id`, which this node must own (an id of another node is gone: this node
-/// holds no connection of that name). A join or leave that changed membership is written
+/// holds no connection of that name, unless it took the session over: [`Local::owns`]). A join or leave that changed membership is written
 /// to `records`, so every caller records it the same way.
 pub fn apply(
     local: &Local,
@@ -77,7 +77,7 @@ pub fn apply(
     id: &ConnectionId,
     op: Op,
 ) -> Result<Outcome, DeliveryError> {
-    if id.node() != local.node {
+    if !local.owns(id) {
         return Err(DeliveryError::Gone);
     }
     match op {

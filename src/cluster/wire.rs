@@ -243,6 +243,7 @@ mod tests {
             domain_name: "h".into(),
             authorizer: None,
             trace_id: None,
+            status: None,
         };
         let mut msgs = vec![Wire::Request {
             from: "0a0b0c0d".into(),

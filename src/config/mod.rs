@@ -10,12 +10,14 @@ mod auth;
 mod lambda;
 mod limits;
 mod net;
+mod resume;
 mod settings;
 
 pub use auth::*;
 pub use lambda::*;
 pub use limits::*;
 pub use net::IpRange;
+pub use resume::ResumeSettings;
 pub use settings::*;
 
 use config::{Config, Environment, File, FileFormat};
@@ -300,6 +302,7 @@ impl Settings {
             ));
         }
         self.limits.validate(&self.routes)?;
+        self.resume.validate()?;
         auth::validate(self)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::invalid("log.level", e.to_string()))?;

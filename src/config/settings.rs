@@ -40,6 +40,8 @@ pub struct Settings {
     pub http_client: HttpClientSettings,
     /// How `lambda` integrations launch their workers (see docs/lambda.md).
     pub lambda: super::LambdaSettings,
+    /// Resumable sessions (see docs/resume.md); off by default.
+    pub resume: super::ResumeSettings,
 }
 
 /// `[api]`: identity of the API and how messages pick a route.

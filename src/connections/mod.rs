@@ -1,7 +1,8 @@
 //! Connections as every layer above sees them: ids ([`id`]), what the handshake and the
 //! authorizer established ([`info`]), how a connection closes ([`close`]), its bounded
 //! outbound queue ([`outbox`]), the local registry ([`registry`]) and the W3C trace id
-//! every call made for it carries ([`trace`]).
+//! every call made for it carries ([`trace`]), and a resumable session's token, offsets
+//! and history ([`resume`]).
 //!
 //! A handle is shared metadata, the connection's outbound queue ([`Outbox`]) and a close
 //! request; it never holds the socket (the session task owns that). The outbox's wake-up is
@@ -16,6 +17,7 @@ pub mod id;
 pub mod info;
 pub mod outbox;
 pub mod registry;
+pub mod resume;
 pub mod trace;
 
 pub use close::Close;

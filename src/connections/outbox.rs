@@ -101,6 +101,14 @@ impl Outbox {
         state.frames = VecDeque::new();
     }
 
+    /// Drops the frames waiting, keeping the queue open (a resumable session's socket is
+    /// gone: its history keeps them for a resume).
+    pub fn clear(&self) {
+        let mut state = self.state();
+        state.bytes = 0;
+        state.frames = VecDeque::new();
+    }
+
     /// Whether the session has ended (frames are refused).
     pub fn is_closed(&self) -> bool {
         self.state().closed

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use dashmap::DashMap;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::resume::Resumable;
 use super::{Close, ConnInfo, ConnectionId, Outbox, SendError};
 
 /// State shared between a connection's session task and everyone who may send to it.
@@ -26,6 +27,9 @@ pub struct ConnShared {
     /// Groups this connection belongs to, so they can be left when it closes. A std mutex:
     /// held only to push, remove or copy, never across an `.await`.
     pub groups: Mutex<Vec<Arc<str>>>,
+    /// A resumable session's token, offsets and history (`switchboard.resume.v1`); `None`
+    /// for every other connection, whose frames go straight to the outbox.
+    pub resume: Option<Box<Resumable>>,
 }
 
 impl ConnShared {
@@ -39,6 +43,25 @@ impl ConnShared {
             outbox: Outbox::new(queue_messages, queue_bytes),
             close_request: OnceLock::new(),
             groups: Mutex::new(Vec::new()),
+            resume: None,
+        }
+    }
+
+    /// New shared state for a resumable connection (see [`Resumable`]).
+    pub fn resumable(info: ConnInfo, queue: (usize, usize), resume: Resumable) -> Self {
+        Self {
+            resume: Some(Box::new(resume)),
+            ..Self::new(info, queue.0, queue.1)
+        }
+    }
+
+    /// Queues `message` for the client without waiting: in the outbox, or for a
+    /// resumable connection numbered and kept in its history (and queued while a socket
+    /// is attached).
+    pub fn send(&self, message: Message) -> Result<(), SendError> {
+        match &self.resume {
+            None => self.outbox.push(message),
+            Some(resume) => resume.push(&self.outbox, &message),
         }
     }
 
@@ -74,7 +97,7 @@ impl ConnHandle {
 
     /// Queues `message` without waiting (see [`Outbox::push`]).
     pub fn try_send(&self, message: Message) -> Result<(), SendError> {
-        self.shared.outbox.push(message)
+        self.shared.send(message)
     }
 }
 

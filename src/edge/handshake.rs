@@ -3,6 +3,11 @@
 //! (`forwarded`) → admission (`crate::auth`: origin, authorizer, API key) → `$connect`
 //! integration → 101 (+ the one subprotocol `$connect` chose) → registration → session.
 //!
+//! A client offering `switchboard.resume.v1` (with `[resume]` enabled) gets a resumable
+//! session ([`super::resume`]): a resume attaches the new socket to the suspended
+//! connection after the authorizer and `$connect` (`requestContext.resumed: true`) pass;
+//! a resume that cannot be served opens a fresh connection whose welcome says why.
+//!
 //! A plain GET without an upgrade gets 426; a bad key or version gets 400/426; a
 //! `$connect` answer outside 2xx rejects with that status; a failed or timed-out backend
 //! gives 502/504.
@@ -10,6 +15,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -25,14 +31,16 @@ use tracing::{Instrument as _, info, info_span, warn};
 
 use super::forwarded::{self, Transport};
 use super::fragments::FragmentGuard;
-use super::session;
+use super::{resume, session};
 use crate::api::Api;
 use crate::connections::id::request_id;
+use crate::connections::resume::Refusal;
 use crate::connections::{Close, ConnInfo, ConnShared, ConnectionId, TraceId, now_ms};
 use crate::integrations::event::{Event, header_pairs, keys};
 use crate::integrations::proxy_response::GroupChanges;
 use crate::state::AppState;
 use crate::state::connection::Accepted;
+use crate::state::resume::SocketEnd;
 use crate::telemetry::access_log::AccessRecord;
 use crate::telemetry::metrics;
 use crate::throttle::ConnLimits;
@@ -66,7 +74,28 @@ async fn accept_or_reject(
     let peer = transport.peer;
     let api = state.api();
     let Admitted { stage, key, permit } = admit(&request, peer, &api, state)?;
-    let query = query_pairs(request.uri());
+    let mut query = query_pairs(request.uri());
+    // A client asking for a resumable session (docs/resume.md); its resume parameters are
+    // the gateway's, not the backend's, and leave the query here.
+    let resume = (api.resume.enabled && offers_resume(request.headers()))
+        .then(|| resume::Ask::take(&mut query));
+    let resuming = match &resume {
+        Some(ask) => ask.find(state).await,
+        None => Ok(None),
+    };
+    let (resuming, refusal) = match resuming {
+        Ok(found) => (found, None),
+        Err(Refusal::Busy) => {
+            // Cluster mode: the session's node may still be alive; try again shortly.
+            metrics::resume_attempt(Refusal::Busy.as_str());
+            return Err(Rejection::new(
+                StatusCode::CONFLICT,
+                "The session could not be resumed; connect again",
+            )
+            .with_header(header::RETRY_AFTER, "1"));
+        }
+        Err(refusal) => (None, Some(refusal)),
+    };
     // What AWS adds (X-Forwarded-*, X-Amzn-Trace-Id) and the client's real address, once,
     // for the authorizer event and the CONNECT event alike.
     let connected_at_ms = now_ms();
@@ -95,14 +124,33 @@ async fn accept_or_reject(
         trace_id: client_trace_id(request.headers()).unwrap_or_else(TraceId::random),
     };
     info.id_text = info.id.to_string();
+    if let Some(found) = resuming {
+        let handshake = (&headers, query.as_slice(), key.as_str(), peer);
+        return resume_session(state, api, &mut request, handshake, permit, found).await;
+    }
     let span = info_span!("connect", conn = %info.id_text, peer = %peer, trace_id = %info.trace_id);
 
     let identity = authorize(&api, &headers, &query, &info, &span).await?;
     info.authorizer = identity.authorizer;
 
     let request_id = request_id();
-    let connected = run_connect(state, &api, &headers, &query, &info, &request_id, &span).await?;
-    let subprotocol = connected.subprotocol.or(identity.subprotocol);
+    let resumable = resume.is_some();
+    let connected = run_connect(
+        state,
+        &api,
+        (&headers, &query),
+        &info,
+        &request_id,
+        resumable.then_some(false),
+        &span,
+    )
+    .await?;
+    let subprotocol = if resumable {
+        // The one subprotocol a resumable session speaks (a `$connect` choice yields).
+        Some(resume::SUBPROTOCOL.to_owned())
+    } else {
+        connected.subprotocol.or(identity.subprotocol)
+    };
     let response = switching_protocols(&key, subprotocol.as_deref())?;
 
     let accepted = Accepted {
@@ -111,8 +159,9 @@ async fn accept_or_reject(
     };
     let opened = Unclaimed {
         state,
-        shared: state.open_connection(&api, info, accepted),
+        shared: state.open_connection(&api, info, accepted, resumable),
         claimed: false,
+        end: SocketEnd::Closed,
     };
     let groups = &connected.groups;
     state
@@ -122,7 +171,85 @@ async fn accept_or_reject(
     info!(parent: &span, stage = %opened.shared.info.stage, "connected");
 
     let shared = opened.claim();
-    spawn_session(state, api, shared, hyper::upgrade::on(&mut request), permit);
+    if let Some(refusal) = refusal {
+        metrics::resume_attempt(refusal.as_str());
+    }
+    let greeting =
+        resumable.then(|| resume::greeting(&shared, &api, false, 0, refusal, Vec::new()));
+    spawn_session(
+        state,
+        api,
+        shared,
+        hyper::upgrade::on(&mut request),
+        permit,
+        greeting,
+    );
+    Ok(response)
+}
+
+/// The handshake of a resume (docs/resume.md): the authorizer and `$connect`
+/// (`requestContext.resumed: true`) run again for the connection, which keeps what its
+/// first handshake established (id, identity); then the new socket takes the session over
+/// and its session starts with the welcome and the frames after the client's offset.
+async fn resume_session(
+    state: &Arc<AppState>,
+    api: Arc<Api>,
+    request: &mut Request<Incoming>,
+    (headers, query, key, peer): (&HeaderMap, &[(String, String)], &str, SocketAddr),
+    permit: ConnLimits,
+    (shared, offset): (Arc<ConnShared>, u64),
+) -> Result<Response<Body>, Rejection> {
+    let span = info_span!("resume", conn = %shared.info.id_text, peer = %peer, trace_id = %shared.info.trace_id);
+    authorize(&api, headers, query, &shared.info, &span).await?;
+    let request_id = request_id();
+    let connected = run_connect(
+        state,
+        &api,
+        (headers, query),
+        &shared.info,
+        &request_id,
+        Some(true),
+        &span,
+    )
+    .await?;
+    let response = switching_protocols(key, Some(resume::SUBPROTOCOL))?;
+    let limit = Duration::from_millis(api.client.slow_consumer_grace_ms) + resume::TAKEOVER_SLACK;
+    let replay = state
+        .resume_connection(&shared, offset, limit)
+        .instrument(span.clone())
+        .await
+        .map_err(|refusal| {
+            // A race lost (the window ended, or another resume attached, meanwhile).
+            metrics::resume_attempt(refusal.as_str());
+            Rejection::new(
+                StatusCode::CONFLICT,
+                "The session could not be resumed; connect again",
+            )
+        })?;
+    metrics::resume_attempt("resumed");
+    // Suspended again if the handshake is abandoned before its session takes it.
+    let opened = Unclaimed {
+        state,
+        shared,
+        claimed: false,
+        end: SocketEnd::Dropped,
+    };
+    let groups = &connected.groups;
+    state
+        .cluster
+        .change_groups(&opened.shared.info.id, &groups.join, &groups.leave)
+        .await;
+    info!(parent: &span, offset, replayed = replay.len(), "resumed");
+    let shared = opened.claim();
+    let greeting = resume::greeting(&shared, &api, true, offset, None, replay);
+    spawn_session(
+        state,
+        api,
+        shared,
+        hyper::upgrade::on(request),
+        permit,
+        Some(greeting),
+    );
     Ok(response)
 }
 
@@ -131,9 +258,12 @@ async fn accept_or_reject(
 /// while `$connect`'s groups are joined), dropping this closes the connection, so it is
 /// deregistered and its `$disconnect` fires, as for any other close.
 struct Unclaimed<'a> {
-    state: &'a AppState,
+    state: &'a Arc<AppState>,
     shared: Arc<ConnShared>,
     claimed: bool,
+    /// How the connection ends if no session takes it: closed, or (a resume) suspended
+    /// again.
+    end: SocketEnd,
 }
 
 impl Unclaimed<'_> {
@@ -147,8 +277,11 @@ impl Unclaimed<'_> {
 impl Drop for Unclaimed<'_> {
     fn drop(&mut self) {
         if !self.claimed {
-            self.state
-                .close_connection(&self.shared, Close::abnormal("Handshake abandoned"));
+            self.state.end_session(
+                &self.shared,
+                Close::abnormal("Handshake abandoned"),
+                self.end,
+            );
         }
     }
 }
@@ -228,17 +361,20 @@ struct Connected {
 async fn run_connect(
     state: &AppState,
     api: &Api,
-    headers: &HeaderMap,
-    query: &[(String, String)],
+    (headers, query): (&HeaderMap, &[(String, String)]),
     info: &ConnInfo,
     request_id: &str,
+    resumed: Option<bool>,
     span: &tracing::Span,
 ) -> Result<Connected, Rejection> {
     let Some(route) = api.routes.connect() else {
         return Ok(Connected::default());
     };
     let headers = header_pairs(headers, &[header::CONNECTION, header::UPGRADE]);
-    let event = Event::connect(info, &api.id, request_id, &headers, query);
+    let mut event = Event::connect(info, &api.id, request_id, &headers, query);
+    if let Some(resumed) = resumed {
+        event = event.resumable(resumed);
+    }
     let started = std::time::Instant::now();
     let result = route.integration.call(&event, None).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -309,6 +445,7 @@ fn spawn_session(
     shared: Arc<ConnShared>,
     upgrade: hyper::upgrade::OnUpgrade,
     permit: ConnLimits,
+    greeting: Option<Box<session::Greeting>>,
 ) {
     let session_span = info_span!(
         "conn",
@@ -329,7 +466,13 @@ fn spawn_session(
             // across it, the buffer would stay allocated for the connection's whole life.
             let ws = {
                 let Some(parts) = io else {
-                    state.close_connection(&shared, Close::abnormal("Upgrade failed"));
+                    // A resumed connection is suspended again; a new one closes.
+                    let end = if greeting.as_ref().is_some_and(|g| g.resumed) {
+                        SocketEnd::Dropped
+                    } else {
+                        SocketEnd::Closed
+                    };
+                    state.end_session(&shared, Close::abnormal("Upgrade failed"), end);
                     return;
                 };
                 let mut io =
@@ -349,7 +492,7 @@ fn spawn_session(
                     .await
                 }
             };
-            session::run(state, api, shared, ws, permit).await;
+            session::run(state, api, shared, ws, permit, greeting).await;
         }
         .instrument(session_span),
     );
@@ -423,6 +566,16 @@ fn check_upgrade(method: &Method, headers: &HeaderMap) -> Result<String, Rejecti
             )
         })?;
     Ok(key.trim().to_owned())
+}
+
+/// Whether the handshake offers the resume subprotocol (`Sec-WebSocket-Protocol`, any of
+/// its comma-separated values on any of its lines).
+fn offers_resume(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|p| p.trim() == resume::SUBPROTOCOL))
 }
 
 /// The trace id of the handshake's `traceparent`, when it has exactly one valid one.

@@ -13,6 +13,7 @@ pub mod close;
 pub mod forwarded;
 pub mod fragments;
 pub mod handshake;
+pub mod resume;
 pub mod session;
 
 use std::sync::Arc;

@@ -54,6 +54,9 @@ pub enum EventDetail<'a> {
         headers: &'a [(String, String)],
         /// Query-string parameters, percent-decoded.
         query: &'a [(String, String)],
+        /// For a resumable connection (docs/resume.md), whether this connect resumed a
+        /// suspended session (`requestContext.resumed`); `None` for every other one.
+        resumed: Option<bool>,
     },
     /// A message.
     Message {
@@ -105,8 +108,21 @@ impl<'a> Event<'a> {
             route_key: keys::CONNECT,
             request_id,
             request_time_ms: conn.connected_at_ms,
-            detail: EventDetail::Connect { headers, query },
+            detail: EventDetail::Connect {
+                headers,
+                query,
+                resumed: None,
+            },
         }
+    }
+
+    /// This CONNECT event for a resumable connection: `requestContext.resumed` says
+    /// whether it resumed a suspended session.
+    pub fn resumable(mut self, resumed: bool) -> Self {
+        if let EventDetail::Connect { resumed: r, .. } = &mut self.detail {
+            *r = Some(resumed);
+        }
+        self
     }
 
     /// The MESSAGE event of a message received at `received_ms` and routed to `route_key`.
@@ -201,6 +217,10 @@ impl<'a> Event<'a> {
             EventDetail::Disconnect { code, reason } => (None, Some(code), Some(reason)),
             EventDetail::Connect { .. } => (None, None, None),
         };
+        let resumed = match self.detail {
+            EventDetail::Connect { resumed, .. } => resumed,
+            _ => None,
+        };
         let source_ip = self.conn.source_ip.to_string();
         let request_context = RequestContext {
             route_key: self.route_key,
@@ -223,9 +243,10 @@ impl<'a> Event<'a> {
             disconnect_status_code,
             disconnect_reason,
             authorizer: self.conn.authorizer.as_deref(),
+            resumed,
         };
         let result = match self.detail {
-            EventDetail::Connect { headers, query } => {
+            EventDetail::Connect { headers, query, .. } => {
                 let (headers, multi_headers) = single_and_multi(headers);
                 let (query, multi_query) = single_and_multi(query);
                 serde_json::to_vec(&ConnectEnvelope {
@@ -356,6 +377,9 @@ struct RequestContext<'a> {
     api_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     authorizer: Option<&'a crate::connections::AuthorizerContext>,
+    /// A Switchboard extension, on the CONNECT event of a resumable connection only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resumed: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -442,6 +466,7 @@ mod tests {
             EventDetail::Connect {
                 headers: &headers,
                 query: &[],
+                resumed: None,
             },
             "$connect",
         );
@@ -482,6 +507,7 @@ mod tests {
             EventDetail::Connect {
                 headers: &[],
                 query: &query,
+                resumed: None,
             },
             "$connect",
         );
@@ -554,6 +580,7 @@ mod tests {
             EventDetail::Connect {
                 headers: &[],
                 query: &[],
+                resumed: None,
             },
             EventDetail::Message {
                 message_id: "M",

@@ -44,6 +44,10 @@ struct Description {
     connected_at: String,
     identity: Identity,
     last_active_at: String,
+    /// A resumable connection's state, `connected` or `suspended` (a Switchboard
+    /// extension, docs/resume.md; absent for other connections).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
 }
 
 /// GET: `{connectedAt, identity: {sourceIp, userAgent}, lastActiveAt}` with ISO-8601 times.
@@ -57,6 +61,7 @@ pub async fn get(state: &AppState, id: ConnectionId) -> Result<Response, ApiErro
             principal_id: record.authorizer.and_then(|a| a.principal_id),
         },
         last_active_at: iso(last_active),
+        status: record.status,
     })
     .into_response())
 }

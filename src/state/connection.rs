@@ -10,6 +10,9 @@
 //! | CONNECT access-log line (101) | DISCONNECT access-log line |
 //! | | `$disconnect` integration |
 //!
+//! A resumable connection whose socket drops is suspended rather than closed
+//! ([`super::resume`]): its close half runs when its window passes without a resume.
+//!
 //! A connection of a node found dead ([`AppState::connection_lost`]) gets the close half
 //! that belongs to the cluster as a whole: the DISCONNECT line and `$disconnect`; its
 //! registry and records were its node's. A feature that must see every open and close
@@ -26,6 +29,7 @@ use super::AppState;
 use crate::api::Api;
 use crate::cluster::ConnectionRecord;
 use crate::connections::id::request_id;
+use crate::connections::resume::Resumable;
 use crate::connections::{Close, ConnInfo, ConnShared};
 use crate::integrations::event::Event;
 use crate::telemetry::access_log::AccessRecord;
@@ -42,19 +46,35 @@ pub struct Accepted<'a> {
 
 impl AppState {
     /// Opens an accepted connection: registers it (so a POST made as soon as the client
-    /// sees the 101 is queued), records it cluster-wide, counts it and logs it. Mirror:
+    /// sees the 101 is queued), records it cluster-wide, counts it and logs it. A
+    /// `resumable` one (`switchboard.resume.v1`) gets a token and a history. Mirror:
     /// [`AppState::close_connection`].
     pub fn open_connection(
         &self,
         api: &Api,
         info: ConnInfo,
         accepted: Accepted<'_>,
+        resumable: bool,
     ) -> Arc<ConnShared> {
-        let shared = Arc::new(ConnShared::new(
-            info,
+        let queue = (
             api.client.outbound_queue_messages,
             api.client.outbound_queue_bytes,
-        ));
+        );
+        let shared = Arc::new(if resumable {
+            let mut resume = Resumable::new(api.resume.max_messages, api.resume.max_bytes);
+            if let Some(mirror) = self.cluster.resume_mirror() {
+                resume = resume.mirrored(info.id, mirror);
+            }
+            ConnShared::resumable(info, queue, resume)
+        } else {
+            ConnShared::new(info, queue.0, queue.1)
+        });
+        if resumable {
+            let ttl_secs = api.resume.window_secs + api.client.max_lifetime_secs;
+            let ttl_ms = ttl_secs.saturating_mul(1000);
+            self.cluster
+                .session_opened(&shared, ttl_ms, api.resume.max_messages);
+        }
         self.cluster.connected(&shared);
         if self.shutdown.is_cancelled() {
             // Shutdown began after this handshake did; it closes the connections it found
@@ -78,6 +98,9 @@ impl AppState {
     /// `$disconnect` in the background.
     pub fn close_connection(&self, shared: &Arc<ConnShared>, close: Close) {
         shared.outbox.close();
+        if let Some(resume) = &shared.resume {
+            resume.end();
+        }
         self.cluster.disconnected(shared);
         metrics::connection_closed(close.code);
         info!(code = close.code, reason = %close.reason, "disconnected");

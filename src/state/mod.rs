@@ -4,12 +4,14 @@
 //! composition root (`app`) builds it and wires its hooks.
 //!
 //! [`connection`] is the connection-lifecycle seam: every side effect of a connection's
-//! open and close hangs off one register/close pair there.
+//! open and close hangs off one register/close pair there; [`resume`] suspends a resumable
+//! connection instead of closing it when its socket drops.
 
 pub mod connection;
+pub mod resume;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +53,8 @@ pub struct AppState {
     /// Permits for `$disconnect` calls in flight ([`DISCONNECT_CALLS`]): a mass close
     /// queues its calls here (one small task each) instead of sending them all at once.
     disconnect_calls: Arc<tokio::sync::Semaphore>,
+    /// Resumable sessions suspended now (`resume.max_suspended` bounds it; see [`resume`]).
+    suspended: AtomicUsize,
     /// Cancelled when the node shuts down; sessions hold child tokens.
     pub shutdown: CancellationToken,
     /// The shared HTTP client (kept for building integrations on reload).
@@ -81,6 +85,7 @@ impl AppState {
             limits: Arc::new(crate::throttle::Limits::new(&settings.limits)),
             tracker,
             disconnect_calls: Arc::new(tokio::sync::Semaphore::new(DISCONNECT_CALLS)),
+            suspended: AtomicUsize::new(0),
             shutdown,
             http,
         })

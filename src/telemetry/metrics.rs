@@ -151,8 +151,20 @@ pub fn connection_opened() {
 
 /// A connection closed with `code`.
 pub fn connection_closed(code: u16) {
-    gauge!("switchboard_connections").decrement(1.0);
+    // The counter first: a scrape that sees the gauge down also sees the close counted.
     counter!("switchboard_disconnects_total", "code" => code.to_string()).increment(1);
+    gauge!("switchboard_connections").decrement(1.0);
+}
+
+/// A resumable session's socket dropped and the session was kept (suspended: +1), or a
+/// suspended session resumed or ended (-1).
+pub fn suspended(delta: f64) {
+    gauge!("switchboard_sessions_suspended").increment(delta);
+}
+
+/// A resume attempt and how it went: `resumed`, or the reason the client starts fresh.
+pub fn resume_attempt(result: &'static str) {
+    counter!("switchboard_resumes_total", "result" => result).increment(1);
 }
 
 /// Bytes waiting in outbound queues now (set when metrics are scraped).

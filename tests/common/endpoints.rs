@@ -6,7 +6,9 @@
 
 use std::net::SocketAddr;
 
-/// The two listeners of a running gateway, and an HTTP client for the management one.
+/// The two listeners of a running gateway, and an HTTP client for the management one
+/// (cloned, for a task that calls the gateway while the test does).
+#[derive(Clone)]
 pub struct Endpoints {
     /// Address of the WebSocket listener.
     pub client_addr: SocketAddr,

@@ -10,6 +10,7 @@ pub mod echo;
 pub mod fanout;
 pub mod http_route;
 pub mod idle;
+pub mod resume;
 pub mod scale;
 
 use std::net::SocketAddr;

@@ -9,6 +9,8 @@
 //! - `liveness`: this node's lease, deciding whether a silent owner is gone, and reaping
 //!   dead nodes.
 //! - `listings`: connection and member listings, and their cursors.
+//! - `sessions`: resumable sessions' histories (streams) and state, for a resume on
+//!   another node after their node died.
 //!
 //! How Redis is reached — one server or a Redis Cluster: the command connection `Conn`,
 //! publishing and the subscriber link — lives in `transport` alone; the jobs above are
@@ -49,7 +51,10 @@ mod listings;
 mod liveness;
 mod records;
 mod requests;
+mod sessions;
 mod transport;
+
+pub use sessions::KeptSession;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -92,6 +97,8 @@ pub struct RedisBackplane {
     records: records::RecordWriter,
     /// The lease and what happens to dead nodes.
     liveness: liveness::Liveness,
+    /// Resumable sessions' histories and state, written in the background.
+    sessions: Arc<sessions::SessionWriter>,
     /// Spawns the backplane's tasks, so shutdown waits for them.
     tracker: TaskTracker,
 }
@@ -118,6 +125,7 @@ impl RedisBackplane {
         let conn = redis.commands()?;
         let (records, write_rx) = records::RecordWriter::new(settings.write_queue);
         let (deaths, death_rx) = mpsc::channel(DEATH_QUEUE);
+        let (sessions, session_rx) = sessions::SessionWriter::new();
         let backplane = Arc::new(Self {
             tag: keys::tag(local.node),
             keys: Keys::new(&settings.key_prefix),
@@ -128,11 +136,17 @@ impl RedisBackplane {
             interest: interest::Interest::new(Duration::from_millis(settings.request_timeout_ms)),
             records,
             liveness: liveness::Liveness::new(Duration::from_millis(settings.lease_ttl_ms), deaths),
+            sessions: Arc::new(sessions),
             tracker: tracker.clone(),
         });
         tracker.spawn(backplane.clone().subscriber(shutdown.clone()));
         tracker.spawn(backplane.clone().lease_keeper(shutdown.clone()));
         tracker.spawn(backplane.clone().reaper(shutdown.clone()));
+        tracker.spawn(
+            backplane
+                .clone()
+                .session_writer(session_rx, shutdown.clone()),
+        );
         tracker.spawn(backplane.clone().writer(write_rx, shutdown));
         Ok((backplane, death_rx))
     }

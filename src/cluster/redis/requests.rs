@@ -54,10 +54,23 @@ impl Requests {
 }
 
 impl RedisBackplane {
-    /// Runs `op` on the node that owns `id` (another node) and waits for its answer.
+    /// Runs `op` on the node that owns `id` (another node) and waits for its answer. The
+    /// owner is the node named in the id — or, for a resumable session another node took
+    /// over after its node died, the node Redis names as the session's owner: asked only
+    /// when the first answer is "gone", so other requests pay nothing for it.
     pub async fn request(&self, id: &ConnectionId, op: Op) -> Result<Outcome, DeliveryError> {
         let started = Instant::now();
-        let result = self.request_inner(id, op).await;
+        let minted_by = keys::tag(id.node());
+        let mut result = self.request_to(&minted_by, id, op.clone()).await;
+        if matches!(
+            result,
+            Err(DeliveryError::Gone | DeliveryError::Unavailable)
+        ) && let Ok(Some(owner)) = self.session_owner(id).await
+            && owner != minted_by
+            && owner != self.tag
+        {
+            result = self.request_to(&owner, id, op).await;
+        }
         let outcome = match &result {
             Ok(_) => "ok",
             Err(DeliveryError::Gone) => "gone",
@@ -69,9 +82,14 @@ impl RedisBackplane {
         result
     }
 
-    async fn request_inner(&self, id: &ConnectionId, op: Op) -> Result<Outcome, DeliveryError> {
+    /// Runs `op` on `id` on the node tagged `target`.
+    async fn request_to(
+        &self,
+        target: &str,
+        id: &ConnectionId,
+        op: Op,
+    ) -> Result<Outcome, DeliveryError> {
         let op = WireOp::of(op).ok_or(DeliveryError::Malformed)?;
-        let target = keys::tag(id.node());
         let req = self.requests.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.requests.pending.insert(req, tx);
@@ -87,11 +105,11 @@ impl RedisBackplane {
         })
         .map_err(|_| DeliveryError::Unavailable)?;
         let receivers = self
-            .publish(self.keys.inbox(&target), &message, BackplaneKind::Request)
+            .publish(self.keys.inbox(target), &message, BackplaneKind::Request)
             .await
             .map_err(|_| DeliveryError::Unavailable)?;
         if receivers == 0 {
-            return Err(self.owner_missing(&target).await);
+            return Err(self.owner_missing(target).await);
         }
         match tokio::time::timeout(self.requests.timeout, rx).await {
             Ok(Ok(result)) => result,

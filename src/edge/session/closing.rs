@@ -40,6 +40,8 @@ pub(super) async fn finish_socket(ws: &mut Ws, ending: Ending) -> Close {
             close
         }
         Ending::Dropped(close) => close,
+        // The client is resuming on another socket: this one is let go as it is.
+        Ending::Superseded => Close::abnormal("Resumed on another socket"),
     }
 }
 

@@ -17,6 +17,7 @@ use super::Ending;
 use crate::api::Api;
 use crate::config::BinaryFrames;
 use crate::connections::id::request_id;
+use crate::connections::resume::{CONTROL_PREFIX, Control, parse_control};
 use crate::connections::{Close, ConnShared, now_ms};
 use crate::integrations::event::{Event, keys};
 use crate::routing::{Route, Selection};
@@ -49,6 +50,25 @@ pub(super) struct Inbound {
     received_ms: i64,
 }
 
+/// A resumable session's control frame (`{"$sb":…}`, docs/resume.md): an acknowledgement
+/// lets the history drop what the client processed; an unknown kind is ignored; a frame
+/// that is not JSON closes the connection with 1007.
+fn control<'a>(shared: &ConnShared, text: &str) -> Step<'a> {
+    match parse_control(text) {
+        Control::Ack(offset) => {
+            if let Some(resume) = &shared.resume {
+                resume.ack(offset);
+            }
+            Step::Read
+        }
+        Control::Other => Step::Read,
+        Control::Invalid => Step::End(Ending::ServerCloses(Close::new(
+            1007,
+            "Invalid control frame",
+        ))),
+    }
+}
+
 /// Handles one read from the socket. `api` is the current API (routes), `limits` the
 /// connection's throttles, and `last_activity` moves when the frame counts as activity.
 pub(super) fn on_frame<'a>(
@@ -74,6 +94,9 @@ pub(super) fn on_frame<'a>(
         Some(Ok(message)) => message,
     };
     let (body, is_base64) = match message {
+        Message::Text(text) if shared.resume.is_some() && text.starts_with(CONTROL_PREFIX) => {
+            return control(shared, &text);
+        }
         Message::Text(text) => (text, false),
         Message::Binary(data) => match api.client.binary_frames {
             BinaryFrames::Reject => {

@@ -56,7 +56,7 @@ async fn slow_write(
     let close_requested = async {
         loop {
             shared.outbox.ready().await;
-            if shared.close_request().is_some() {
+            if shared.close_request().is_some() || super::superseded(shared) {
                 break;
             }
         }

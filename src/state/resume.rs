@@ -1,0 +1,286 @@
+//! Resumable sessions at the connection-lifecycle seam (docs/resume.md): when a session's
+//! socket ends, a resumable connection that dropped abnormally is suspended — kept in the
+//! registry, its groups and its history, with no socket — instead of closed; a resume
+//! finds it by its token and attaches a new socket; and when its window passes without
+//! one (or it is deleted, or the node shuts down) it is closed as any other connection,
+//! so `$disconnect` fires exactly once, at the end, never at the drop.
+//!
+//! A suspended connection is watched by one small task (its window); the counter of
+//! suspended sessions bounds how many a node keeps (`resume.max_suspended`).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::tungstenite::Message;
+use tracing::{Instrument as _, info};
+
+use super::AppState;
+use crate::cluster::{DeliveryError, GroupName};
+use crate::connections::resume::{Refusal, Resumable, Token};
+use crate::connections::{Close, ConnShared, ConnectionId};
+use crate::telemetry::metrics;
+
+/// How a session's socket ended, as the seam needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketEnd {
+    /// A close handshake, a gateway-side close, or a connection never handed to a client:
+    /// the connection closes.
+    Closed,
+    /// The socket was lost without a close (a read or write error, a ping timeout): a
+    /// resumable connection is suspended.
+    Dropped,
+    /// A resume on a new socket took the connection over: it stays, suspended until the
+    /// new socket attaches.
+    Superseded,
+}
+
+/// A node's tag as Redis keys and owner fields write it.
+fn keys_tag(id: ConnectionId) -> String {
+    id.node().to_string()
+}
+
+/// Whether two secrets are equal (constant time).
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// The close code given to a suspended session that its client gave up on (it resumed
+/// too late, or from an offset the history no longer holds, and started fresh).
+const ABANDONED: u16 = 4001;
+
+impl AppState {
+    /// A session's socket has ended: close the connection, or, for a resumable one that
+    /// dropped, suspend it for its window. Every session ends through here.
+    pub fn end_session(self: &Arc<Self>, shared: &Arc<ConnShared>, close: Close, end: SocketEnd) {
+        let suspend = shared.resume.is_some()
+            && !self.shutdown.is_cancelled()
+            && shared.close_request().is_none()
+            && match end {
+                SocketEnd::Closed => false,
+                SocketEnd::Superseded => true,
+                SocketEnd::Dropped => {
+                    let max = self.api().resume.max_suspended;
+                    self.suspended.load(Ordering::Relaxed) < max
+                }
+            };
+        if suspend {
+            self.suspend_connection(shared, close);
+        } else {
+            self.close_connection(shared, close);
+        }
+    }
+
+    /// Keeps a resumable connection whose socket is gone: messages to it wait in its
+    /// history, it stays in its groups, and `$disconnect` waits for its window to pass.
+    fn suspend_connection(self: &Arc<Self>, shared: &Arc<ConnShared>, close: Close) {
+        let Some(resume) = shared.resume.as_deref() else {
+            return;
+        };
+        resume.detach(&shared.outbox);
+        // This suspension's attachment: a resume (even one dropped again since) moves it
+        // on, and this suspension's watcher is then done.
+        let generation = resume.generation();
+        self.suspended.fetch_add(1, Ordering::Relaxed);
+        metrics::suspended(1.0);
+        let window = Duration::from_secs(self.api().resume.window_secs);
+        info!(
+            code = close.code,
+            window_secs = window.as_secs(),
+            "suspended"
+        );
+        let (state, shared) = (self.clone(), shared.clone());
+        self.tracker.spawn(
+            async move {
+                let deadline = Instant::now() + window;
+                let resume = shared.resume.as_deref();
+                let ended = loop {
+                    tokio::select! {
+                        _ = shared.outbox.ready() => {
+                            if resume.is_some_and(|r| r.is_attached() || r.generation() != generation) {
+                                shared.outbox.wake(); // the wake-up may have been the new session's
+                                return;
+                            }
+                            if let Some(request) = shared.close_request() {
+                                break request.clone();
+                            }
+                        }
+                        _ = sleep_until(deadline) => break close,
+                        _ = state.shutdown.cancelled() => break Close::going_away(),
+                    }
+                };
+                if resume.is_some_and(|r| r.expire(generation)) {
+                    state.suspended.fetch_sub(1, Ordering::Relaxed);
+                    metrics::suspended(-1.0);
+                    info!("suspended session ended without a resume");
+                    state.close_connection(&shared, ended);
+                } else {
+                    shared.outbox.wake();
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// The suspended (or still attached) resumable connection `token` names, if it is
+    /// here — or, in cluster mode, kept in Redis by a node that died, which this node then
+    /// takes over — and can be resumed from `offset`. A connection the token proves the
+    /// client's but which cannot be resumed (its history no longer reaches back to
+    /// `offset`) is closed now: its client starts fresh.
+    pub async fn find_resumable(
+        self: &Arc<Self>,
+        token: &Token,
+        offset: u64,
+    ) -> Result<Arc<ConnShared>, Refusal> {
+        let Some(handle) = self.cluster.local.registry.get(&token.id) else {
+            if self.cluster.local.owns(&token.id) {
+                return Err(Refusal::Unknown);
+            }
+            return self.take_over_session(token, offset).await;
+        };
+        let resume = handle.shared.resume.as_deref().ok_or(Refusal::Unknown)?;
+        if !resume.secret_matches(&token.secret) {
+            return Err(Refusal::Unknown);
+        }
+        if let Err(refusal) = resume.check(offset) {
+            handle
+                .shared
+                .request_close(Close::new(ABANDONED, "Session could not be resumed"));
+            return Err(refusal);
+        }
+        Ok(handle.shared)
+    }
+
+    /// Cluster mode: a session of another node. While that node answers for it, it stays
+    /// there (the client starts fresh here); while it may still be alive, the client is
+    /// asked to retry ([`Refusal::Busy`]); once it is gone, the session is rebuilt here
+    /// from what Redis kept — its record, groups and every frame after `offset` — and
+    /// suspended, for the resume to attach.
+    async fn take_over_session(
+        self: &Arc<Self>,
+        token: &Token,
+        offset: u64,
+    ) -> Result<Arc<ConnShared>, Refusal> {
+        let Some(mirror) = self.cluster.resume_mirror() else {
+            return Err(Refusal::Unknown);
+        };
+        match self.cluster.describe(&token.id).await {
+            Err(DeliveryError::Gone) => {}
+            Err(_) => return Err(Refusal::Busy),
+            Ok(_) => return Err(Refusal::Unknown),
+        }
+        let kept = self
+            .cluster
+            .kept_session(&token.id, offset)
+            .await
+            .map_err(|_| Refusal::Busy)?
+            .ok_or(Refusal::Unknown)?;
+        if !constant_time_eq(&kept.secret, &token.secret) {
+            return Err(Refusal::Unknown);
+        }
+        if kept.owner != keys_tag(token.id) {
+            return Err(Refusal::Unknown); // another node took it over already
+        }
+        // Every frame after the client's offset, consecutive; else the gap is explicit.
+        let mut expected = offset + 1;
+        for (o, _) in &kept.frames {
+            if *o != expected {
+                self.cluster.forget_session(&token.id).await;
+                return Err(Refusal::Trimmed);
+            }
+            expected += 1;
+        }
+        let info = kept.record.info().ok_or(Refusal::Unknown)?;
+        let api = self.api();
+        let resume = Resumable::adopted(
+            kept.secret,
+            kept.frames,
+            expected,
+            (api.resume.max_messages, api.resume.max_bytes),
+        )
+        .mirrored(token.id, mirror);
+        let queue = (
+            api.client.outbound_queue_messages,
+            api.client.outbound_queue_bytes,
+        );
+        let shared = Arc::new(ConnShared::resumable(info, queue, resume));
+        self.cluster
+            .adopt(&shared)
+            .await
+            .map_err(|_| Refusal::Busy)?;
+        metrics::connection_opened();
+        for group in &kept.groups {
+            if let Some(group) = GroupName::parse(group) {
+                let _ = self.cluster.join(&group, &token.id).await;
+            }
+        }
+        info!(conn = %shared.info.id_text, frames = expected - offset - 1, "took over a resumable session of a node that died");
+        // Suspended here until the resume attaches (or its window passes).
+        self.end_session(
+            &shared,
+            Close::abnormal("Its node died"),
+            SocketEnd::Superseded,
+        );
+        Ok(shared)
+    }
+
+    /// A connection of a node found dead. A resumable one (cluster mode: Redis keeps it)
+    /// may be resumed on another node within its window: `$disconnect` waits for the
+    /// window and fires only if nobody took the session over; any other fires now.
+    pub fn node_died_with(self: &Arc<Self>, record: &crate::cluster::ConnectionRecord) {
+        let Some(id) = crate::connections::ConnectionId::parse(&record.connection_id) else {
+            return self.connection_lost(record);
+        };
+        let api = self.api();
+        if !api.resume.enabled {
+            return self.connection_lost(record);
+        }
+        let (state, record) = (self.clone(), record.clone());
+        let window = Duration::from_secs(api.resume.window_secs);
+        let dead = keys_tag(id);
+        self.tracker.spawn(async move {
+            let owner =
+                |state: Arc<AppState>| async move { state.cluster.session_owner(&id).await };
+            match owner(state.clone()).await {
+                // Not a resumable session (or Redis cannot say): as before, now.
+                Ok(None) | Err(_) => return state.connection_lost(&record),
+                Ok(Some(owner)) if owner != dead => return, // taken over already
+                Ok(Some(_)) => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(window) => {}
+                _ = state.shutdown.cancelled() => {}
+            }
+            match owner(state.clone()).await {
+                Ok(Some(owner)) if owner != dead => {}
+                _ => {
+                    state.cluster.forget_session(&id).await;
+                    state.connection_lost(&record);
+                }
+            }
+        });
+    }
+
+    /// Attaches a new socket to a resumable connection after `offset`: takes it over from
+    /// a session still holding it (waiting at most `limit` for that one to let go) and
+    /// returns the frames to replay before live traffic.
+    pub async fn resume_connection(
+        &self,
+        shared: &ConnShared,
+        offset: u64,
+        limit: Duration,
+    ) -> Result<Vec<Message>, Refusal> {
+        let resume = shared.resume.as_deref().ok_or(Refusal::Unknown)?;
+        if !resume.take_over(&shared.outbox, limit).await {
+            return Err(Refusal::Unknown);
+        }
+        let replay = resume.attach(offset)?;
+        self.suspended.fetch_sub(1, Ordering::Relaxed);
+        metrics::suspended(-1.0);
+        // The suspended session's watcher ends when it sees the socket attached.
+        shared.outbox.wake();
+        Ok(replay)
+    }
+}
