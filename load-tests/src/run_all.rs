@@ -366,6 +366,6 @@ mod tests {
                 "resume"
             ]
         );
-        assert_eq!(plan(true).len(), 8);
+        assert_eq!(plan(true).len(), 9);
     }
 }
