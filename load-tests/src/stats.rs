@@ -236,6 +236,29 @@ impl Sample {
     }
 }
 
+/// Least-squares slope and R² of `points`.
+pub fn fit(points: &[(f64, f64)]) -> (f64, f64) {
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return (0.0, 0.0);
+    }
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let syy: f64 = points.iter().map(|p| (p.1 - my).powi(2)).sum();
+    if sxx == 0.0 {
+        return (0.0, 0.0);
+    }
+    let slope = sxy / sxx;
+    let r2 = if syy == 0.0 {
+        1.0
+    } else {
+        sxy * sxy / (sxx * syy)
+    };
+    (slope, r2)
+}
+
 /// `a / b` rounded, or null when either is missing or `b` is zero.
 pub fn ratio(a: &Value, b: &Value) -> Value {
     match (a.as_f64(), b.as_f64()) {
@@ -260,6 +283,15 @@ pub fn rate(n: u64, secs: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn fit_finds_slope_and_linearity() {
+        let (slope, r2) = fit(&[(0.0, 100.0), (10.0, 150.0), (20.0, 200.0)]);
+        assert!((slope - 5.0).abs() < 1e-9);
+        assert!((r2 - 1.0).abs() < 1e-9);
+        assert_eq!(fit(&[(1.0, 1.0)]), (0.0, 0.0));
+    }
+
     use super::*;
 
     #[test]

@@ -121,10 +121,14 @@ pub fn node_of(connection_id: &str) -> String {
 /// Starts `n` nodes on `redis` with `extra` config and waits until each is subscribed and
 /// registered.
 pub async fn nodes(redis: &RedisServer, n: usize, extra: &str) -> Vec<Gateway> {
-    let config = cluster_config(redis, &format!("{WHOAMI}{extra}"));
+    start_nodes(&cluster_config(redis, &format!("{WHOAMI}{extra}")), n).await
+}
+
+/// Starts `n` nodes with `config` and waits until each is ready on the backplane.
+pub async fn start_nodes(config: &str, n: usize) -> Vec<Gateway> {
     let mut gws = Vec::new();
     for _ in 0..n {
-        gws.push(Gateway::start(&config).await);
+        gws.push(Gateway::start(config).await);
     }
     for gw in &gws {
         gw.wait_backplane_ready().await;

@@ -6,6 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::redis::start_nodes;
 use super::{Gateway, WHOAMI, base_config, free_port};
 
 /// One `redis-server` of the cluster.
@@ -390,13 +391,9 @@ pub fn redis_cluster_config(cluster: &RedisCluster, extra: &str) -> String {
 
 /// `n` gateway nodes on `cluster` (with the `whoami` route), each ready on the backplane.
 pub async fn cluster_nodes(cluster: &RedisCluster, n: usize, extra: &str) -> Vec<Gateway> {
-    let config = redis_cluster_config(cluster, &format!("{WHOAMI}{extra}"));
-    let mut gws = Vec::new();
-    for _ in 0..n {
-        gws.push(Gateway::start(&config).await);
-    }
-    for gw in &gws {
-        gw.wait_backplane_ready().await;
-    }
-    gws
+    start_nodes(
+        &redis_cluster_config(cluster, &format!("{WHOAMI}{extra}")),
+        n,
+    )
+    .await
 }

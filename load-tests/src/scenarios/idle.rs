@@ -168,29 +168,6 @@ impl Worker {
     }
 }
 
-/// Least-squares slope and R² of `points`.
-fn fit(points: &[(f64, f64)]) -> (f64, f64) {
-    let n = points.len() as f64;
-    if n < 2.0 {
-        return (0.0, 0.0);
-    }
-    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    let syy: f64 = points.iter().map(|p| (p.1 - my).powi(2)).sum();
-    if sxx == 0.0 {
-        return (0.0, 0.0);
-    }
-    let slope = sxy / sxx;
-    let r2 = if syy == 0.0 {
-        1.0
-    } else {
-        sxy * sxy / (sxx * syy)
-    };
-    (slope, r2)
-}
-
 /// Opens the connections step by step against the server at `addr` (process `pid`).
 async fn measure(addr: SocketAddr, path: &str, pid: u32, args: &Args) -> Result<Value> {
     let limit = args.common.limit();
@@ -243,7 +220,7 @@ async fn measure(addr: SocketAddr, path: &str, pid: u32, args: &Args) -> Result<
     for w in workers {
         w.stop().await;
     }
-    let (slope, r2) = fit(&points);
+    let (slope, r2) = stats::fit(&points);
     let per_conn = if held > 0 {
         (after as f64 - before as f64) / held as f64
     } else {
@@ -355,17 +332,4 @@ pub fn table(v: &Value) -> Table {
         );
     }
     t
-}
-
-#[cfg(test)]
-mod tests {
-    use super::fit;
-
-    #[test]
-    fn fit_finds_slope_and_linearity() {
-        let (slope, r2) = fit(&[(0.0, 100.0), (10.0, 150.0), (20.0, 200.0)]);
-        assert!((slope - 5.0).abs() < 1e-9);
-        assert!((r2 - 1.0).abs() < 1e-9);
-        assert_eq!(fit(&[(1.0, 1.0)]), (0.0, 0.0));
-    }
 }

@@ -281,28 +281,6 @@ async fn open_many(
     (sockets, sessions)
 }
 
-/// Least-squares slope and R² of `points`.
-fn fit(points: &[(f64, f64)]) -> (f64, f64) {
-    let n = points.len() as f64;
-    if n < 2.0 {
-        return (0.0, 0.0);
-    }
-    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    let syy: f64 = points.iter().map(|p| (p.1 - my).powi(2)).sum();
-    if sxx == 0.0 {
-        return (0.0, 0.0);
-    }
-    let r2 = if syy == 0.0 {
-        1.0
-    } else {
-        sxy * sxy / (sxx * syy)
-    };
-    (sxy / sxx, r2)
-}
-
 /// A herd of `n` plain (not resumable) connects spread over `spread`: what the same
 /// number of handshakes costs without resume, for comparison.
 async fn connect_herd(addr: SocketAddr, n: usize, spread: Duration) -> Sample {
@@ -430,7 +408,7 @@ pub async fn run(args: &Args) -> Result<Value> {
     }
     let rss_suspended = points.last().map_or(0, |p| p.1 as u64);
     // The slope from the second step on (the first one also grows the pools).
-    let (kib_per_suspended, r2) = fit(&points[1..]);
+    let (kib_per_suspended, r2) = stats::fit(&points[1..]);
     // Messages waiting in every history, in two halves: the first may fill memory the
     // allocator kept; the second half's RSS growth is what a kept message costs.
     let half = args.messages.div_ceil(2).max(1);
