@@ -631,8 +631,17 @@ async fn in_cluster_mode_a_session_resumes_on_another_node_after_its_node_is_kil
     let mut got = Received::default();
     got.read(&mut ws).await;
     got.read(&mut ws).await;
-    // The owner dies with three messages the client never processed.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Twenty more through the owner itself, each answered 200 only once Redis holds it;
+    // the owner dies right after the last answer, with 23 messages the client never
+    // processed.
+    for n in 5..24 {
+        assert_eq!(gws[0].post(&id, format!("p{n}")).await.0, 200);
+    }
+    // The last one while Redis holds writes back for half a second: its 200 waits for
+    // Redis (an acknowledgement before the write would die with the node, and the resume
+    // below would miss it).
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "500", "WRITE"]), "OK");
+    assert_eq!(gws[0].post(&id, "p24").await.0, 200);
     gws[0].sigkill().await;
     drop(ws);
     // The client resumes on the other node: asked to retry (409) while the dead node's
@@ -654,23 +663,24 @@ async fn in_cluster_mode_a_session_resumes_on_another_node_after_its_node_is_kil
         (&Value::from(true), &Value::from(id.as_str())),
         "{w}"
     );
-    for _ in 0..3 {
+    for _ in 0..23 {
         got.read(&mut ws).await;
     }
     // It lives on this node now: POSTs, its group and GET reach it here.
-    assert_eq!(b.post(&id, "p5").await.0, 200);
+    assert_eq!(b.post(&id, "p25").await.0, 200);
     got.read(&mut ws).await;
     // Through a third node too: the id names the dead node, Redis names the new owner
     // (asked only because the dead node did not answer).
     let c = &gws[2];
-    assert_eq!(c.post(&id, "p6").await.0, 200);
+    assert_eq!(c.post(&id, "p26").await.0, 200);
     got.read(&mut ws).await;
     assert_eq!(b.to_group("room", "g0").await.0, 202);
     got.read(&mut ws).await;
-    assert_eq!(
-        got.payloads,
-        ["p0", "p1", "p2", "p3", "p4", "p5", "p6", "g0"]
-    );
+    let want: Vec<String> = (0..27)
+        .map(|n| format!("p{n}"))
+        .chain(["g0".to_owned()])
+        .collect();
+    assert_eq!(got.payloads, want);
     let (status, v) = c.get_connection(&id).await;
     assert_eq!(
         (status, &v["status"]),

@@ -121,11 +121,31 @@ impl RedisBackplane {
     /// a join or leave changed: a join answers once this node is subscribed to the group.
     pub async fn apply(&self, id: &ConnectionId, op: Op) -> Result<Outcome, DeliveryError> {
         let change = op.group_change().map(|(g, joins)| (g.clone(), joins));
+        let posted = matches!(op, Op::Post(_));
         let outcome = ops::apply(&self.local, &self.records, id, op)?;
         if let Some((group, joins)) = change {
             self.after_membership(&group, joins).await?;
         }
+        if posted {
+            self.after_post(id).await;
+        }
         Ok(outcome)
+    }
+
+    /// After a POST queued a frame here: a resumable session's frame is acknowledged only
+    /// once its history's copy is in Redis, so a 200 survives this node dying (another node
+    /// resumes the session from Redis). Other connections do not wait. If Redis cannot take
+    /// it the POST is still acknowledged — the frame is queued and kept here — and the
+    /// failure counted (`resume_mirror_unconfirmed`).
+    async fn after_post(&self, id: &ConnectionId) {
+        let resumable = self
+            .local
+            .registry
+            .get(id)
+            .is_some_and(|h| h.shared.resume.is_some());
+        if resumable && !self.sessions.flushed(self.requests.timeout).await {
+            metrics::dropped("resume_mirror_unconfirmed", 1);
+        }
     }
 
     /// After a join or leave of `group` ran here: settles the group's interest. A join fails
@@ -299,16 +319,21 @@ impl RedisBackplane {
                 conn,
                 op,
             } => {
-                // Applied here, in arrival order; a join's subscription is awaited before
-                // the reply, off the subscriber's loop.
-                let (result, change) = match ConnectionId::parse(&conn) {
+                // Applied here, in arrival order; a join's subscription, and a resumable
+                // session's copy of a POST in Redis, are awaited before the reply, off the
+                // subscriber's loop.
+                let (result, (change, posted)) = match ConnectionId::parse(&conn) {
                     // A name no node gives out: no such connection.
-                    None => (Err(DeliveryError::Gone), None),
+                    None => (Err(DeliveryError::Gone), (None, None)),
                     Some(id) => match op.into_op() {
-                        Err(e) => (Err(e), None),
+                        Err(e) => (Err(e), (None, None)),
                         Ok(op) => {
                             let change = op.group_change().map(|(g, joins)| (g.clone(), joins));
-                            (ops::apply(&self.local, &self.records, &id, op), change)
+                            let posted = matches!(op, Op::Post(_)).then_some(id);
+                            (
+                                ops::apply(&self.local, &self.records, &id, op),
+                                (change, posted),
+                            )
                         }
                     },
                 };
@@ -321,6 +346,9 @@ impl RedisBackplane {
                         }
                         (result, _) => result,
                     };
+                    if let (Ok(_), Some(id)) = (&result, posted) {
+                        this.after_post(&id).await;
+                    }
                     let reply = Wire::Reply { req, result };
                     if let Ok(bytes) = serde_json::to_vec(&reply) {
                         let _ = this.publish(channel, &bytes, BackplaneKind::Reply).await;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -56,6 +56,8 @@ pub(super) enum Write {
     },
     /// The session is over.
     Ended { id: String },
+    /// Answered once every write queued before it is in Redis (`true`) or failed.
+    Barrier(oneshot::Sender<bool>),
 }
 
 /// The queue of writes, and the sizes every write applies (the latest configuration's).
@@ -84,6 +86,16 @@ impl SessionWriter {
         if self.tx.try_send(write).is_err() {
             metrics::dropped("resume_mirror_full", 1);
         }
+    }
+
+    /// Waits (at most `limit`) until every write queued so far is in Redis; `false` if one
+    /// could not be queued or written, or it took longer.
+    pub(super) async fn flushed(&self, limit: std::time::Duration) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.try_send(Write::Barrier(tx)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(limit, rx).await, Ok(Ok(true)))
     }
 }
 
@@ -274,12 +286,23 @@ impl RedisBackplane {
             let ttl = self.sessions.ttl_ms.load(Ordering::Relaxed);
             let max_len = self.sessions.max_len.load(Ordering::Relaxed);
             let mut pipe = redis::pipe();
+            let mut barriers = Vec::new();
             for write in batch.drain(..) {
-                self.add_write(&mut pipe, write, ttl, max_len);
+                match write {
+                    Write::Barrier(done) => barriers.push(done),
+                    write => self.add_write(&mut pipe, write, ttl, max_len),
+                }
             }
-            if let Err(error) = pipe.query_async::<()>(&mut self.conn()).await {
-                metrics::dropped("resume_mirror_failed", 1);
-                warn!(%error, "could not write resumable sessions to Redis");
+            let written = pipe.is_empty() || {
+                let result = pipe.query_async::<()>(&mut self.conn()).await;
+                if let Err(error) = &result {
+                    metrics::dropped("resume_mirror_failed", 1);
+                    warn!(%error, "could not write resumable sessions to Redis");
+                }
+                result.is_ok()
+            };
+            for done in barriers {
+                let _ = done.send(written);
             }
         }
     }
@@ -347,6 +370,7 @@ impl RedisBackplane {
                 pipe.del(self.keys.session(&id)).ignore();
                 pipe.del(self.keys.session_history(&id)).ignore();
             }
+            Write::Barrier(_) => {}
         }
     }
 }
