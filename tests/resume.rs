@@ -375,10 +375,7 @@ async fn bad_tokens_and_offsets_start_fresh_and_a_stale_offset_ends_the_old_sess
 async fn a_resume_takes_over_a_socket_the_gateway_still_holds() {
     let backend = Backend::start().await;
     let gw = Gateway::start(&config(&backend, 30, "")).await;
-    let mut old = connect_resumable(&gw, "").await;
-    let w = welcome(&mut old).await;
-    let id = w["connectionId"].as_str().unwrap().to_owned();
-    let token = w["token"].as_str().unwrap().to_owned();
+    let (mut old, id, token) = open_session(&gw).await;
     for n in 0..3 {
         assert_eq!(gw.post(&id, format!("m{n}")).await.0, 200);
     }

@@ -1,7 +1,8 @@
 //! The load generator's side of the wire: WebSocket clients bound to 127.x.y.z source
 //! addresses (one address has ~28,000 ephemeral ports; a run spreads over many so
-//! TIME_WAIT sockets from earlier runs never exhaust them), the whoami round trip, and a
-//! keep-alive HTTP/1.1 connection for the management API and the HTTP backend.
+//! TIME_WAIT sockets from earlier runs never exhaust them), the whoami round trip, a
+//! keep-alive HTTP/1.1 connection for the management API and the HTTP backend, and
+//! closed-loop callers POSTing through it.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -308,6 +309,83 @@ pub async fn read_into<S>(
             deliveries.received(i, text.as_str());
         }
     }
+}
+
+/// What closed-loop callers saw: the latency of each accepted POST, every status (or
+/// "error"), and the first transport error.
+pub struct Posted {
+    /// Latencies (µs) of the POSTs answered with the accepted status.
+    pub accepted: hdrhistogram::Histogram<u64>,
+    /// How many POSTs got each status.
+    pub statuses: std::collections::BTreeMap<String, u64>,
+    /// The first request that failed below HTTP.
+    pub first_error: Option<String>,
+}
+
+/// Runs `callers` closed-loop callers against the management API at `management`, each
+/// on its own keep-alive connection: caller `c` POSTs what `next(c, i)` gives (a path and
+/// a body) for i = 0, 1, … until it gives `None`. A POST answered `accepted` counts its
+/// latency.
+pub async fn post_closed_loop<F>(
+    management: SocketAddr,
+    callers: usize,
+    accepted: u16,
+    next: F,
+) -> Result<Posted>
+where
+    F: Fn(usize, usize) -> Option<(String, Bytes)> + Send + Sync + 'static,
+{
+    let next = std::sync::Arc::new(next);
+    let tasks: Vec<_> = (0..callers.max(1))
+        .map(|c| {
+            let next = next.clone();
+            tokio::spawn(async move {
+                let mut http = HttpConn::new(management);
+                let mut posted = Posted {
+                    accepted: crate::stats::histogram(),
+                    statuses: Default::default(),
+                    first_error: None,
+                };
+                for i in 0usize.. {
+                    let Some((path, body)) = next(c, i) else {
+                        break;
+                    };
+                    let sent = std::time::Instant::now();
+                    let key = match http.request(hyper::Method::POST, &path, body).await {
+                        Ok((status, _)) => {
+                            if status == accepted {
+                                crate::stats::record(
+                                    &mut posted.accepted,
+                                    sent.elapsed().as_micros() as u64,
+                                );
+                            }
+                            status.to_string()
+                        }
+                        Err(e) => {
+                            posted.first_error.get_or_insert(format!("{e:#}"));
+                            "error".to_owned()
+                        }
+                    };
+                    *posted.statuses.entry(key).or_default() += 1;
+                }
+                posted
+            })
+        })
+        .collect();
+    let mut all = Posted {
+        accepted: crate::stats::histogram(),
+        statuses: Default::default(),
+        first_error: None,
+    };
+    for task in tasks {
+        let posted = task.await?;
+        let _ = all.accepted.add(&posted.accepted);
+        for (k, n) in posted.statuses {
+            *all.statuses.entry(k).or_default() += n;
+        }
+        all.first_error = all.first_error.or(posted.first_error);
+    }
+    Ok(all)
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! latency (request to 200), and delivery latency (timestamp in the payload to the frame
 //! arriving at the client).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::Common;
-use crate::client::{self, HttpConn, SourceAddrs};
+use crate::client::{self, SourceAddrs};
 use crate::procs::{Gateway, GatewayConfig, gateway_binary};
 use crate::report::{Table, latency_cells, latency_header, num};
 use crate::stats::{self, Deliveries, KIND_POST, round2};
@@ -52,51 +51,19 @@ pub async fn run(args: &Args) -> Result<Value> {
     let tickets = Arc::new(AtomicUsize::new(0));
     let (posts, pad, management) = (args.posts, args.pad, gw.management_addr);
     let start = Instant::now();
-    let tasks: Vec<_> = (0..args.callers.max(1))
-        .map(|_| {
-            let (tickets, ids) = (tickets.clone(), ids.clone());
-            tokio::spawn(async move {
-                let mut http = HttpConn::new(management);
-                let mut hist = stats::histogram();
-                let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
-                let mut first_error = None::<String>;
-                loop {
-                    let i = tickets.fetch_add(1, Ordering::Relaxed);
-                    if i >= posts || Instant::now() > deadline {
-                        break;
-                    }
-                    let path = format!("/@connections/{}", ids[i % ids.len()]);
-                    let body = Bytes::from(stats::stamp(KIND_POST, pad));
-                    let sent = Instant::now();
-                    let key = match http.request(hyper::Method::POST, &path, body).await {
-                        Ok((status, _)) => {
-                            if status == 200 {
-                                stats::record(&mut hist, sent.elapsed().as_micros() as u64);
-                            }
-                            status.to_string()
-                        }
-                        Err(e) => {
-                            first_error.get_or_insert(format!("{e:#}"));
-                            "error".to_owned()
-                        }
-                    };
-                    *statuses.entry(key).or_default() += 1;
-                }
-                (hist, statuses, first_error)
-            })
-        })
-        .collect();
-    let mut all = stats::histogram();
-    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
-    let mut first_error = None;
-    for task in tasks {
-        let (hist, s, fe) = task.await?;
-        let _ = all.add(&hist);
-        for (k, n) in s {
-            *statuses.entry(k).or_default() += n;
+    let next = move |_caller: usize, _i: usize| {
+        let i = tickets.fetch_add(1, Ordering::Relaxed);
+        if i >= posts || Instant::now() > deadline {
+            return None;
         }
-        first_error = first_error.or(fe);
-    }
+        let path = format!("/@connections/{}", ids[i % ids.len()]);
+        Some((path, Bytes::from(stats::stamp(KIND_POST, pad))))
+    };
+    let client::Posted {
+        accepted: all,
+        statuses,
+        first_error,
+    } = client::post_closed_loop(management, args.callers, 200, next).await?;
     let elapsed = start.elapsed().as_secs_f64();
     let accepted = all.len();
     let wait_until = Instant::now() + Duration::from_secs(10);

@@ -976,50 +976,18 @@ async fn throughput(
     let commands_start = commands()?;
     let start = Instant::now();
     let payload_bytes = args.payload_bytes;
-    let tasks: Vec<_> = (0..callers)
-        .map(|c| {
-            let management = managements[0];
-            tokio::spawn(async move {
-                let mut http = HttpConn::new(management);
-                let mut hist = stats::histogram();
-                let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
-                let mut first_error = None::<String>;
-                for i in 0usize.. {
-                    if start.elapsed() > duration || Instant::now() > hard_stop {
-                        break;
-                    }
-                    let path = format!("/@groups/t{}", (c + i * callers) % groups);
-                    let body = Bytes::from(payload(payload_bytes));
-                    let sent = Instant::now();
-                    let key = match http.request(hyper::Method::POST, &path, body).await {
-                        Ok((status, _)) => {
-                            if status == 202 {
-                                stats::record(&mut hist, sent.elapsed().as_micros() as u64);
-                            }
-                            status.to_string()
-                        }
-                        Err(e) => {
-                            first_error.get_or_insert(format!("{e:#}"));
-                            "error".to_owned()
-                        }
-                    };
-                    *statuses.entry(key).or_default() += 1;
-                }
-                (hist, statuses, first_error)
-            })
-        })
-        .collect();
-    let mut hist = stats::histogram();
-    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
-    let mut first_error = None;
-    for task in tasks {
-        let (h, s, fe) = task.await?;
-        let _ = hist.add(&h);
-        for (k, n) in s {
-            *statuses.entry(k).or_default() += n;
+    let next = move |c: usize, i: usize| {
+        if start.elapsed() > duration || Instant::now() > hard_stop {
+            return None;
         }
-        first_error = first_error.or(fe);
-    }
+        let path = format!("/@groups/t{}", (c + i * callers) % groups);
+        Some((path, Bytes::from(payload(payload_bytes))))
+    };
+    let client::Posted {
+        accepted: hist,
+        statuses,
+        first_error,
+    } = client::post_closed_loop(managements[0], callers, 202, next).await?;
     let elapsed = start.elapsed().as_secs_f64();
     let cpu_end = (redis_cpu()?, gateways_cpu(&nodes)?);
     let commands_end = commands()?;

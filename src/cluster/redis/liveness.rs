@@ -251,17 +251,15 @@ impl RedisBackplane {
         let mut pipe = redis::pipe();
         for tag in &others {
             pipe.exists(self.keys.lease(tag));
-        }
-        let Ok(leases) = pipe.query_async::<Vec<bool>>(&mut conn).await else {
-            return 0;
-        };
-        let mut pipe = redis::pipe();
-        for tag in &others {
             pipe.zscore(self.keys.nodes(), tag);
         }
-        let Ok(registered) = pipe.query_async::<Vec<Option<f64>>>(&mut conn).await else {
+        let Ok(answers) = pipe
+            .query_async::<Vec<(bool, Option<f64>)>>(&mut conn)
+            .await
+        else {
             return 0;
         };
+        let (leases, registered): (Vec<bool>, Vec<Option<f64>>) = answers.into_iter().unzip();
         // Dead as the reaper decided it: no lease, and no longer registered.
         let dead: Vec<&&String> = others
             .iter()

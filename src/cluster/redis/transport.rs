@@ -342,6 +342,11 @@ async fn per_slot(
         Some(redis::Arg::Simple(key)) => Some(Slot::for_key(key)),
         _ => None,
     };
+    let first = pipeline.cmd_iter().next().map(slot_of);
+    let one_slot = pipeline.cmd_iter().all(|cmd| Some(slot_of(cmd)) == first);
+    if pipeline.is_transaction() || one_slot {
+        return conn.req_packed_commands(pipeline, offset, count).await;
+    }
     let mut slots: Vec<Option<Slot>> = Vec::new();
     let mut parts: Vec<(Vec<usize>, Pipeline)> = Vec::new();
     for (index, cmd) in pipeline.cmd_iter().enumerate() {
@@ -356,9 +361,6 @@ async fn per_slot(
         };
         parts[part].0.push(index);
         parts[part].1.add_command(cmd.clone());
-    }
-    if pipeline.is_transaction() || parts.len() <= 1 {
-        return conn.req_packed_commands(pipeline, offset, count).await;
     }
     let answers = futures_util::future::try_join_all(parts.iter().map(|(_, part)| {
         let mut conn = conn.clone();
