@@ -372,3 +372,12 @@ async fn a_slot_moved_mid_traffic_is_followed() {
     let member = drain(&mut t.member.0).await;
     check_delivery(&sent, (&target.0, &target.1), &member.1, 100);
 }
+
+#[tokio::test]
+async fn a_resumable_session_moves_between_live_nodes_on_a_redis_cluster() {
+    // The cuts travel on sharded channels, the session's keys on their own slot.
+    let cluster = RedisCluster::start().await;
+    let backend = Backend::start().await;
+    let gws = cluster_nodes(&cluster, 3, &resume_events_config(&backend, 10)).await;
+    assert_a_session_moves_between_live_nodes(&gws, &backend).await;
+}

@@ -36,11 +36,41 @@ pub struct Local {
     /// Group → its local members. Sharded map: joins and broadcasts of different groups
     /// rarely contend; guards are never held across an `.await`.
     groups: DashMap<Arc<str>, HashMap<ConnectionId, ConnHandle>>,
-    /// Connections of other nodes this node took over (resumable sessions whose node
-    /// died, cluster mode): they live here although their id names another node.
-    adopted: dashmap::DashSet<ConnectionId>,
-    /// How many there are: while none, no lookup is made (the common case costs a load).
-    adopted_count: std::sync::atomic::AtomicUsize,
+    /// Connections of other nodes this node took over (resumable sessions moved here,
+    /// cluster mode): they live here although their id names another node.
+    adopted: IdSet,
+    /// Resumable sessions moving between this node and another (either way, cluster
+    /// mode): operations on them answer "unavailable" until the move is over.
+    in_transit: IdSet,
+    /// Groups this node listens to for a session arriving here (it becomes their member
+    /// when its old node stops delivering to it): group → how many arrivals.
+    held: DashMap<Arc<str>, usize>,
+}
+
+/// A set of connection ids that is almost always empty: while it is, asking costs one
+/// atomic load.
+#[derive(Debug, Default)]
+struct IdSet {
+    ids: dashmap::DashSet<ConnectionId>,
+    len: std::sync::atomic::AtomicUsize,
+}
+
+impl IdSet {
+    fn contains(&self, id: &ConnectionId) -> bool {
+        self.len.load(Ordering::Relaxed) > 0 && self.ids.contains(id)
+    }
+
+    fn insert(&self, id: ConnectionId) {
+        if self.ids.insert(id) {
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn remove(&self, id: &ConnectionId) {
+        if self.len.load(Ordering::Relaxed) > 0 && self.ids.remove(id).is_some() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Local {
@@ -50,29 +80,73 @@ impl Local {
             node,
             registry: Registry::default(),
             groups: DashMap::new(),
-            adopted: dashmap::DashSet::new(),
-            adopted_count: std::sync::atomic::AtomicUsize::new(0),
+            adopted: IdSet::default(),
+            in_transit: IdSet::default(),
+            held: DashMap::new(),
         }
     }
 
     /// Whether this node holds `id` (its own, or one it took over).
     pub fn owns(&self, id: &ConnectionId) -> bool {
-        id.node() == self.node
-            || (self.adopted_count.load(Ordering::Relaxed) > 0 && self.adopted.contains(id))
+        id.node() == self.node || self.adopted.contains(id)
     }
 
     /// Holds `id` of another node from now on (a resumable session taken over).
     pub fn adopt(&self, id: ConnectionId) {
-        if self.adopted.insert(id) {
-            self.adopted_count.fetch_add(1, Ordering::Relaxed);
+        self.adopted.insert(id);
+    }
+
+    /// No longer holds `id` of another node (it closed, or moved on).
+    pub fn forget_adopted(&self, id: &ConnectionId) {
+        self.adopted.remove(id);
+    }
+
+    /// Whether `id` is moving between this node and another (operations on it wait).
+    pub fn in_transit(&self, id: &ConnectionId) -> bool {
+        self.in_transit.contains(id)
+    }
+
+    /// Marks `id` as moving (`true`) or no longer moving.
+    pub fn set_in_transit(&self, id: ConnectionId, moving: bool) {
+        if moving {
+            self.in_transit.insert(id);
+        } else {
+            self.in_transit.remove(&id);
         }
     }
 
-    /// No longer holds `id` of another node (it closed).
-    pub fn forget_adopted(&self, id: &ConnectionId) {
-        if self.adopted_count.load(Ordering::Relaxed) > 0 && self.adopted.remove(id).is_some() {
-            self.adopted_count.fetch_sub(1, Ordering::Relaxed);
+    /// Listens to `groups` for a session arriving here, before it is their member (see
+    /// [`Local::has_members`]); undone by [`Local::unhold`].
+    pub fn hold(&self, groups: &[Arc<str>]) {
+        for group in groups {
+            *self.held.entry(group.clone()).or_default() += 1;
         }
+    }
+
+    /// Undoes one [`Local::hold`] of `groups`.
+    pub fn unhold(&self, groups: &[Arc<str>]) {
+        for group in groups {
+            if let Some(mut count) = self.held.get_mut(group) {
+                *count = count.saturating_sub(1);
+            }
+            self.held.remove_if(group, |_, count| *count == 0);
+        }
+    }
+
+    /// Makes `handle` a member of `group` in the group index only (its own group list
+    /// already names it): a session arriving here, from the point its old node stopped
+    /// delivering the group's broadcasts to it.
+    pub fn admit(&self, group: &str, handle: ConnHandle) {
+        self.groups
+            .entry(group.into())
+            .or_default()
+            .insert(handle.shared.info.id, handle);
+    }
+
+    /// Removes `id` from the index of `group` only (its own group list is kept): a session
+    /// leaving this node, from the point its new node delivers the group's broadcasts.
+    pub fn dismiss(&self, group: &str, id: &ConnectionId) {
+        self.remove_member(group, id);
     }
 
     /// Queues a message for a local connection.
@@ -227,14 +301,22 @@ impl Local {
         paginate(ids, limit, Clone::clone)
     }
 
-    /// Whether `group` has a member on this node (whether this node wants its broadcasts).
+    /// Whether this node wants `group`'s broadcasts: it has a member of it, or a session
+    /// arriving here will be one ([`Local::hold`]).
     pub fn has_members(&self, group: &str) -> bool {
-        self.groups.get(group).is_some_and(|m| !m.is_empty())
+        self.groups.get(group).is_some_and(|m| !m.is_empty()) || self.held.contains_key(group)
     }
 
-    /// The groups with a member on this node.
+    /// The groups this node wants broadcasts of (a member, or a session arriving).
     pub fn group_names(&self) -> Vec<Arc<str>> {
-        self.groups.iter().map(|e| e.key().clone()).collect()
+        let mut names: Vec<Arc<str>> = self.groups.iter().map(|e| e.key().clone()).collect();
+        names.extend(
+            self.held
+                .iter()
+                .map(|e| e.key().clone())
+                .filter(|g| !self.groups.contains_key(g)),
+        );
+        names
     }
 
     /// Every (group, member) pair held here (for resynchronising Redis).

@@ -200,9 +200,18 @@ pub struct Cluster {
     pub backplane: Backplane,
 }
 
-/// The connections of nodes found dead, one record each, for `$disconnect` (the
-/// composition root wires it; in memory it ends at once: no other node can die).
-pub type NodeDeaths = tokio::sync::mpsc::Receiver<ConnectionRecord>;
+/// A connection of a node found dead.
+#[derive(Debug, Clone)]
+pub struct NodeDeath {
+    /// The dead node's tag (as Redis keys and a session's owner field write it).
+    pub node: String,
+    /// The connection, as the dead node recorded it.
+    pub record: ConnectionRecord,
+}
+
+/// The connections of nodes found dead, one each, for `$disconnect` (the composition root
+/// wires it; in memory it ends at once: no other node can die).
+pub type NodeDeaths = tokio::sync::mpsc::Receiver<NodeDeath>;
 
 impl Cluster {
     /// Starts this node's cluster: in memory, or on Redis when `cluster.redis_url` or `cluster.redis_cluster_nodes` is set
@@ -232,7 +241,7 @@ impl Cluster {
         match &self.backplane {
             // In memory every connection is local; another node's id is simply gone.
             Backplane::Memory(m) => ops::apply(&self.local, m, id, op),
-            Backplane::Redis(r) if self.local.owns(id) => r.apply(id, op).await,
+            Backplane::Redis(r) if self.local.owns(id) => r.apply_or_follow(id, op).await,
             Backplane::Redis(r) => r.request(id, op).await,
         }
     }
@@ -383,16 +392,34 @@ impl Cluster {
         }
     }
 
-    /// Takes over a resumable session of a node that died: it lives here from now on
-    /// (registry, records, Redis's owner field). Mirror: [`Cluster::disconnected`].
-    pub async fn adopt(&self, shared: &Arc<ConnShared>) -> Result<(), DeliveryError> {
+    /// Takes over a resumable session whose holder, the node tagged `from`, died: it lives
+    /// here from now on (registry, records, Redis's owner field) — unless another node took
+    /// it over first ("gone"). Mirror: [`Cluster::disconnected`].
+    pub async fn adopt(&self, shared: &Arc<ConnShared>, from: &str) -> Result<(), DeliveryError> {
         let Backplane::Redis(r) = &self.backplane else {
             return Err(DeliveryError::Gone);
         };
-        r.session_taken_over(&shared.info.id).await?;
+        r.session_taken_over(&shared.info.id, from).await?;
         self.local.adopt(shared.info.id);
         self.connected(shared);
         Ok(())
+    }
+
+    /// Moves resumable session `shared` (arriving: built here with its groups, no offsets
+    /// yet) from the live node tagged `holder`, whose client presented `secret` here: once
+    /// `Ok`, it lives here (registry, records, Redis's owner field), and Redis keeps its
+    /// frames and the offset its next frame gets ([`Cluster::kept_session`]). "Gone" when
+    /// the holder does not have it (or not with that secret).
+    pub async fn receive_session(
+        &self,
+        shared: &Arc<ConnShared>,
+        holder: &str,
+        secret: &str,
+    ) -> Result<(), DeliveryError> {
+        match &self.backplane {
+            Backplane::Memory(_) => Err(DeliveryError::Gone),
+            Backplane::Redis(r) => r.receive_session(shared, holder, secret).await,
+        }
     }
 
     /// Who holds resumable session `id` according to Redis (its node's tag), if Redis

@@ -55,6 +55,12 @@ pub enum Outcome {
         /// Whether the connection joined a group it was not in, or left one it was in.
         changed: bool,
     },
+    /// A resumable session was handed over to the asking node; `next` is the offset its
+    /// next frame gets (every earlier one is in Redis).
+    Moved {
+        /// The next frame's offset.
+        next: u64,
+    },
 }
 
 impl Outcome {
@@ -77,6 +83,10 @@ pub fn apply(
     id: &ConnectionId,
     op: Op,
 ) -> Result<Outcome, DeliveryError> {
+    if local.in_transit(id) {
+        // A resumable session moving between nodes: ask again in a moment.
+        return Err(DeliveryError::Unavailable);
+    }
     if !local.owns(id) {
         return Err(DeliveryError::Gone);
     }
@@ -259,6 +269,22 @@ mod tests {
         );
         assert_eq!(local.leave_all(&shared), vec![Arc::<str>::from("a")]);
         assert!(!local.has_members("a") && !local.has_members("b"));
+    }
+
+    #[test]
+    fn a_session_in_transit_is_unavailable_until_its_move_is_over() {
+        let (local, shared) = node();
+        let id = shared.info.id;
+        local.set_in_transit(id, true);
+        for op in [Op::Post(Message::text("x")), Op::Get, Op::Join(group("g"))] {
+            assert_eq!(
+                apply(&local, &Log::default(), &id, op),
+                Err(DeliveryError::Unavailable)
+            );
+        }
+        assert!(shared.outbox.pop().is_none());
+        local.set_in_transit(id, false);
+        assert!(apply(&local, &Log::default(), &id, Op::Get).is_ok());
     }
 
     #[test]

@@ -143,6 +143,32 @@ pub enum Wire {
         /// What [`ops::apply`] said on the owner.
         result: Result<Outcome, DeliveryError>,
     },
+    /// To the node holding resumable session `conn`, on its inbox channel: hand it over to
+    /// the asking node, whose client resumed it there. Answered by a [`Wire::Reply`]
+    /// ([`Outcome::Moved`] when done).
+    HandOver {
+        /// The asking node's tag (where the session goes, and the reply).
+        from: String,
+        /// Request number, unique on the asking node.
+        req: u64,
+        /// The session's connection id.
+        conn: String,
+        /// The session's secret, as the resuming client presented it.
+        secret: String,
+        /// The groups the asking node listens to for the session: the session must be in
+        /// no other.
+        groups: Vec<String>,
+    },
+    /// On a group's channel (or the broadcast channel when `group` is `None`), published
+    /// by the node handing session `conn` over: broadcasts before it are the old node's to
+    /// deliver to the session, broadcasts after it the new node's. Both read the channel in
+    /// the one order Redis gives it, so nothing is delivered twice or missed.
+    Cut {
+        /// The session's connection id.
+        conn: String,
+        /// The group whose channel this is on (`None`: the broadcast channel).
+        group: Option<String>,
+    },
 }
 
 /// A broadcast on the backplane, as published: the binary envelope
@@ -257,10 +283,22 @@ mod tests {
             Ok(Outcome::Done),
             Ok(Outcome::Membership { changed: true }),
             Ok(Outcome::Described(Box::new((record, 42)))),
+            Ok(Outcome::Moved { next: 9 }),
             Err(DeliveryError::Gone),
             Err(DeliveryError::Full),
             Err(DeliveryError::Malformed),
         ];
+        msgs.push(Wire::HandOver {
+            from: "0a0b0c0d".into(),
+            req: 8,
+            conn: "AAAAAAAAAAAAAAAA".into(),
+            secret: "s".into(),
+            groups: vec!["room".into()],
+        });
+        msgs.push(Wire::Cut {
+            conn: "AAAAAAAAAAAAAAAA".into(),
+            group: None,
+        });
         msgs.extend(
             results
                 .into_iter()

@@ -122,6 +122,12 @@ struct History {
     ended: bool,
     /// How many sockets attached so far (a suspension's watcher knows its own).
     generation: u64,
+    /// Set when the session ended here because it moved to another node (cluster mode):
+    /// its `$disconnect` is that node's to fire.
+    moved: bool,
+    /// While the session is arriving from another node (cluster mode): the frames that
+    /// reached it here before the offsets it continues from are known, unnumbered.
+    arriving: Option<VecDeque<Message>>,
 }
 
 /// A resumable session's state, shared by its sessions (one at a time) and its senders.
@@ -179,11 +185,70 @@ impl Resumable {
                 bytes,
                 next,
                 attached: false,
-                ended: false,
-                generation: 0,
+                ..History::default()
             }),
             ..Self::new(max_messages, max_bytes)
         }
+    }
+
+    /// A session moving here from a node that still holds it (cluster mode): frames that
+    /// reach it meanwhile wait, unnumbered, until [`Resumable::arrived`] says where its
+    /// offsets continue. It starts with no socket attached.
+    pub fn arriving(secret: String, (max_messages, max_bytes): (usize, usize)) -> Self {
+        Self {
+            secret,
+            history: Mutex::new(History {
+                arriving: Some(VecDeque::new()),
+                ..History::default()
+            }),
+            ..Self::new(max_messages, max_bytes)
+        }
+    }
+
+    /// The move is over: the old node kept `frames` (after the client's offset,
+    /// consecutive) and the next frame gets `next`. Frames that arrived meanwhile are
+    /// numbered from there, in the order they came.
+    pub fn arrived(&self, frames: Vec<(u64, Message)>, next: u64) {
+        let mut h = self.history();
+        let waiting = h.arriving.take().unwrap_or_default();
+        h.bytes = frames.iter().map(|(_, f)| f.len()).sum();
+        h.frames = frames.into();
+        h.next = next;
+        for message in waiting {
+            let offset = h.next;
+            let frame = wrap(offset, &message);
+            if let Some((id, mirror)) = &self.mirror {
+                mirror.kept(id, offset, &frame);
+            }
+            h.bytes += frame.len();
+            h.frames.push_back((offset, frame));
+            h.next += 1;
+        }
+        self.trim(&mut h);
+    }
+
+    /// Ends the session here because another node holds it now (cluster mode): no more
+    /// frames, no resume here, and nothing forgotten in the mirror (the new node continues
+    /// from it). `false` if it had ended already.
+    pub fn hand_off(&self) -> bool {
+        {
+            let mut h = self.history();
+            if h.ended {
+                return false;
+            }
+            h.ended = true;
+            h.moved = true;
+            h.attached = false;
+            h.frames = VecDeque::new();
+            h.bytes = 0;
+        }
+        self.detached.notify_waiters();
+        true
+    }
+
+    /// Whether the session ended here because it moved to another node.
+    pub fn has_moved(&self) -> bool {
+        self.history().moved
     }
 
     /// Keeps this session's frames in `mirror` too.
@@ -225,6 +290,19 @@ impl Resumable {
         if h.ended {
             return Err(SendError::Gone);
         }
+        if let Some(waiting) = h.arriving.as_ref().map(VecDeque::len) {
+            // Its offsets are not known yet: it waits, bounded as a suspended history.
+            let len = message.len();
+            if waiting >= self.max_messages || h.bytes + len > self.max_bytes {
+                crate::telemetry::metrics::dropped("resume_history_full", 1);
+                return Err(SendError::Full);
+            }
+            h.bytes += len;
+            h.arriving
+                .get_or_insert_default()
+                .push_back(message.clone());
+            return Ok(());
+        }
         let offset = h.next;
         let frame = wrap(offset, message);
         let len = frame.len();
@@ -240,13 +318,18 @@ impl Resumable {
         h.frames.push_back((offset, frame));
         h.bytes += len;
         h.next += 1;
+        self.trim(&mut h);
+        Ok(())
+    }
+
+    /// Drops the oldest frames past either bound.
+    fn trim(&self, h: &mut History) {
         while h.frames.len() > self.max_messages || h.bytes > self.max_bytes {
             let Some((_, old)) = h.frames.pop_front() else {
                 break;
             };
             h.bytes -= old.len();
         }
-        Ok(())
     }
 
     /// The client processed every frame up to `offset`: they need not be kept.
@@ -561,6 +644,45 @@ mod tests {
         assert!(r.expire(0));
         assert_eq!(r.check(0), Err(Refusal::Unknown));
         assert_eq!(r.push(&outbox, &Message::text("x")), Err(SendError::Gone));
+    }
+
+    #[test]
+    fn an_arriving_session_numbers_what_waited_after_the_old_nodes_frames() {
+        let outbox = Outbox::new(100, 1 << 20);
+        let r = Resumable::arriving("s".repeat(24), (10, 1 << 20));
+        r.push(&outbox, &Message::text("late 1")).unwrap();
+        r.push(&outbox, &Message::text("late 2")).unwrap();
+        assert_eq!(r.check(0), Err(Refusal::BadOffset), "no offsets yet");
+        r.arrived(vec![(4, wrap(4, &Message::text("kept 4")))], 5);
+        let replay: Vec<String> = r.attach(3).unwrap().iter().map(text).collect();
+        assert_eq!(replay.len(), 3);
+        for (frame, (offset, payload)) in
+            replay
+                .iter()
+                .zip([(4, "kept 4"), (5, "late 1"), (6, "late 2")])
+        {
+            let v: serde_json::Value = serde_json::from_str(frame).unwrap();
+            assert_eq!(
+                (v["o"].as_u64(), v["d"].as_str()),
+                (Some(offset), Some(payload))
+            );
+        }
+        r.push(&outbox, &Message::text("live")).unwrap();
+        assert!(text(&outbox.pop().unwrap().0).contains("\"o\":7"));
+    }
+
+    #[test]
+    fn a_session_handed_off_takes_nothing_more_and_cannot_be_resumed_here() {
+        let outbox = Outbox::new(100, 1 << 20);
+        let r = Resumable::new(10, 1 << 20);
+        r.push(&outbox, &Message::text("1")).unwrap();
+        r.detach(&outbox);
+        assert!(r.hand_off());
+        assert!(r.has_moved());
+        assert!(!r.hand_off(), "only once");
+        assert_eq!(r.push(&outbox, &Message::text("2")), Err(SendError::Gone));
+        assert_eq!(r.check(1), Err(Refusal::Unknown));
+        assert!(!r.expire(0), "its window is not this node's any more");
     }
 
     #[test]

@@ -17,9 +17,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{Instrument as _, info};
 
 use super::AppState;
+use crate::cluster::redis::KeptSession;
 use crate::cluster::{DeliveryError, GroupName};
-use crate::connections::resume::{Refusal, Resumable, Token};
-use crate::connections::{Close, ConnShared, ConnectionId};
+use crate::connections::resume::{Mirror, Refusal, Resumable, Token};
+use crate::connections::{Close, ConnShared};
 use crate::telemetry::metrics;
 
 /// How a session's socket ended, as the seam needs to know it.
@@ -36,9 +37,17 @@ pub enum SocketEnd {
     Superseded,
 }
 
-/// A node's tag as Redis keys and owner fields write it.
-fn keys_tag(id: ConnectionId) -> String {
-    id.node().to_string()
+/// The offset after the last of `frames` if they are consecutive from `offset + 1` (the
+/// whole gap after the client's offset), else `None`.
+fn consecutive_after(offset: u64, frames: &[(u64, Message)]) -> Option<u64> {
+    let mut expected = offset + 1;
+    for (o, _) in frames {
+        if *o != expected {
+            return None;
+        }
+        expected += 1;
+    }
+    Some(expected)
 }
 
 /// Whether two secrets are equal (constant time).
@@ -99,6 +108,15 @@ impl AppState {
                 let ended = loop {
                     tokio::select! {
                         _ = shared.outbox.ready() => {
+                            if resume.is_some_and(Resumable::has_moved) {
+                                // Another node holds it now (a resume reached it there):
+                                // its `$disconnect` is that node's.
+                                state.suspended.fetch_sub(1, Ordering::Relaxed);
+                                metrics::suspended(-1.0);
+                                metrics::connection_moved();
+                                info!("suspended session moved to another node");
+                                return;
+                            }
                             if resume.is_some_and(|r| r.is_attached() || r.generation() != generation) {
                                 shared.outbox.wake(); // the wake-up may have been the new session's
                                 return;
@@ -125,19 +143,20 @@ impl AppState {
     }
 
     /// The suspended (or still attached) resumable connection `token` names, if it is
-    /// here — or, in cluster mode, kept in Redis by a node that died, which this node then
-    /// takes over — and can be resumed from `offset`. A connection the token proves the
-    /// client's but which cannot be resumed (its history no longer reaches back to
-    /// `offset`) is closed now: its client starts fresh.
+    /// here — or, in cluster mode, held by another node (it moves here) or kept in Redis by
+    /// a node that died (this node takes it over) — and can be resumed from `offset`. A
+    /// connection the token proves the client's but which cannot be resumed (its history no
+    /// longer reaches back to `offset`) is closed now: its client starts fresh.
     pub async fn find_resumable(
         self: &Arc<Self>,
         token: &Token,
         offset: u64,
     ) -> Result<Arc<ConnShared>, Refusal> {
+        if self.cluster.local.in_transit(&token.id) {
+            return Err(Refusal::Busy); // moving between nodes (another resume asked)
+        }
         let Some(handle) = self.cluster.local.registry.get(&token.id) else {
-            if self.cluster.local.owns(&token.id) {
-                return Err(Refusal::Unknown);
-            }
+            // Cluster mode: another node may hold it (even one this node gave out: it moved).
             return self.take_over_session(token, offset).await;
         };
         let resume = handle.shared.resume.as_deref().ok_or(Refusal::Unknown)?;
@@ -153,11 +172,11 @@ impl AppState {
         Ok(handle.shared)
     }
 
-    /// Cluster mode: a session of another node. While that node answers for it, it stays
-    /// there (the client starts fresh here); while it may still be alive, the client is
-    /// asked to retry ([`Refusal::Busy`]); once it is gone, the session is rebuilt here
-    /// from what Redis kept — its record, groups and every frame after `offset` — and
-    /// suspended, for the resume to attach.
+    /// Cluster mode: a session another node holds (or held). While that node is alive the
+    /// session moves here from it ([`AppState::move_session_here`]); while it may still be
+    /// alive, the client is asked to retry ([`Refusal::Busy`]); once it is gone, the
+    /// session is rebuilt here from what Redis kept — its record, groups and every frame
+    /// after `offset` — and suspended, for the resume to attach.
     async fn take_over_session(
         self: &Arc<Self>,
         token: &Token,
@@ -166,11 +185,11 @@ impl AppState {
         let Some(mirror) = self.cluster.resume_mirror() else {
             return Err(Refusal::Unknown);
         };
-        match self.cluster.describe(&token.id).await {
-            Err(DeliveryError::Gone) => {}
+        let alive = match self.cluster.describe(&token.id).await {
+            Err(DeliveryError::Gone) => false,
             Err(_) => return Err(Refusal::Busy),
-            Ok(_) => return Err(Refusal::Unknown),
-        }
+            Ok(_) => true,
+        };
         let kept = self
             .cluster
             .kept_session(&token.id, offset)
@@ -180,18 +199,13 @@ impl AppState {
         if !constant_time_eq(&kept.secret, &token.secret) {
             return Err(Refusal::Unknown);
         }
-        if kept.owner != keys_tag(token.id) {
-            return Err(Refusal::Unknown); // another node took it over already
+        if alive {
+            return self.move_session_here(token, offset, kept, mirror).await;
         }
-        // Every frame after the client's offset, consecutive; else the gap is explicit.
-        let mut expected = offset + 1;
-        for (o, _) in &kept.frames {
-            if *o != expected {
-                self.cluster.forget_session(&token.id).await;
-                return Err(Refusal::Trimmed);
-            }
-            expected += 1;
-        }
+        let Some(expected) = consecutive_after(offset, &kept.frames) else {
+            self.cluster.forget_session(&token.id).await;
+            return Err(Refusal::Trimmed);
+        };
         let info = kept.record.info().ok_or(Refusal::Unknown)?;
         let api = self.api();
         let resume = Resumable::adopted(
@@ -207,9 +221,12 @@ impl AppState {
         );
         let shared = Arc::new(ConnShared::resumable(info, queue, resume));
         self.cluster
-            .adopt(&shared)
+            .adopt(&shared, &kept.owner)
             .await
-            .map_err(|_| Refusal::Busy)?;
+            .map_err(|e| match e {
+                DeliveryError::Gone => Refusal::Unknown, // another node took it over
+                _ => Refusal::Busy,
+            })?;
         metrics::connection_opened();
         for group in &kept.groups {
             if let Some(group) = GroupName::parse(group) {
@@ -226,10 +243,74 @@ impl AppState {
         Ok(shared)
     }
 
+    /// Cluster mode: moves session `token` names from its holder, alive (`kept` is what
+    /// Redis keeps of it), to this node ([`crate::cluster::Cluster::receive_session`]):
+    /// once moved, it gets the frames after `offset` from Redis and is suspended here, for
+    /// the resume to attach. A session that moved but cannot be resumed from `offset` is
+    /// closed here (`$disconnect` once); one that did not move stays where it was.
+    async fn move_session_here(
+        self: &Arc<Self>,
+        token: &Token,
+        offset: u64,
+        kept: KeptSession,
+        mirror: Arc<dyn Mirror>,
+    ) -> Result<Arc<ConnShared>, Refusal> {
+        let info = kept.record.info().ok_or(Refusal::Unknown)?;
+        let api = self.api();
+        let resume =
+            Resumable::arriving(kept.secret, (api.resume.max_messages, api.resume.max_bytes))
+                .mirrored(token.id, mirror);
+        let queue = (
+            api.client.outbound_queue_messages,
+            api.client.outbound_queue_bytes,
+        );
+        let shared = Arc::new(ConnShared::resumable(info, queue, resume));
+        *shared.groups.lock().unwrap_or_else(|p| p.into_inner()) = kept
+            .groups
+            .iter()
+            .filter(|g| GroupName::parse(g).is_some())
+            .map(|g| Arc::from(g.as_str()))
+            .collect();
+        self.cluster
+            .receive_session(&shared, &kept.owner, &token.secret)
+            .await
+            .map_err(|e| match e {
+                DeliveryError::Gone => Refusal::Unknown,
+                _ => Refusal::Busy,
+            })?;
+        metrics::connection_opened();
+        let refusal = match self.cluster.kept_session(&token.id, offset).await {
+            Ok(Some(moved)) => match (moved.next, consecutive_after(offset, &moved.frames)) {
+                (Some(next), _) if offset >= next => Some(Refusal::BadOffset),
+                (Some(next), Some(end)) if end == next => {
+                    if let Some(resume) = shared.resume.as_deref() {
+                        resume.arrived(moved.frames, next);
+                    }
+                    None
+                }
+                _ => Some(Refusal::Trimmed),
+            },
+            _ => Some(Refusal::Unknown),
+        };
+        info!(conn = %shared.info.id_text, from = %kept.owner, "moved a resumable session here from a live node");
+        // Suspended here until the resume attaches (or its window passes).
+        self.end_session(
+            &shared,
+            Close::abnormal("Moved from another node"),
+            SocketEnd::Superseded,
+        );
+        if let Some(refusal) = refusal {
+            shared.request_close(Close::new(ABANDONED, "Session could not be resumed"));
+            return Err(refusal);
+        }
+        Ok(shared)
+    }
+
     /// A connection of a node found dead. A resumable one (cluster mode: Redis keeps it)
     /// may be resumed on another node within its window: `$disconnect` waits for the
     /// window and fires only if nobody took the session over; any other fires now.
-    pub fn node_died_with(self: &Arc<Self>, record: &crate::cluster::ConnectionRecord) {
+    pub fn node_died_with(self: &Arc<Self>, death: &crate::cluster::NodeDeath) {
+        let record = &death.record;
         let Some(id) = crate::connections::ConnectionId::parse(&record.connection_id) else {
             return self.connection_lost(record);
         };
@@ -239,7 +320,7 @@ impl AppState {
         }
         let (state, record) = (self.clone(), record.clone());
         let window = Duration::from_secs(api.resume.window_secs);
-        let dead = keys_tag(id);
+        let dead = death.node.clone();
         self.tracker.spawn(async move {
             let owner =
                 |state: Arc<AppState>| async move { state.cluster.session_owner(&id).await };

@@ -156,6 +156,13 @@ pub fn connection_closed(code: u16) {
     gauge!("switchboard_connections").decrement(1.0);
 }
 
+/// A resumable session moved to another node (a resume reached it there): it leaves this
+/// node's count of connections without a close.
+pub fn connection_moved() {
+    counter!("switchboard_sessions_moved_total").increment(1);
+    gauge!("switchboard_connections").decrement(1.0);
+}
+
 /// A resumable session's socket dropped and the session was kept (suspended: +1), or a
 /// suspended session resumed or ended (-1).
 pub fn suspended(delta: f64) {

@@ -11,6 +11,8 @@
 //! - `redis`: a real `redis-server` for cluster mode;
 //! - `redis_cluster`: a real Redis Cluster (three masters, three replicas);
 //! - `haproxy`: a real `haproxy` in front of several gateways;
+//! - `resume`: clients of resumable sessions, and the scenario of a session moving
+//!   between live nodes;
 //! - [`raw`]: WebSocket frames written by hand.
 //!
 //! Everything is re-exported here under one flat namespace, so tests `use common::*;`.
@@ -26,6 +28,7 @@ mod management;
 pub mod raw;
 mod redis;
 mod redis_cluster;
+mod resume;
 
 // Each test binary uses only some of these: no `unused_imports` warning for the rest.
 #[allow(unused_imports)]
@@ -52,3 +55,5 @@ pub use redis::{RedisServer, cluster_config, node_of, nodes};
 pub use redis_cluster::{
     NODE_TIMEOUT_MS, RedisCluster, cluster_nodes, redis_cluster_config, slot_of,
 };
+#[allow(unused_imports)]
+pub use resume::*;

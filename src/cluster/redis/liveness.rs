@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::RedisBackplane;
-use crate::cluster::{ConnectionRecord, DeliveryError};
+use crate::cluster::{ConnectionRecord, DeliveryError, NodeDeath};
 use crate::connections::now_ms;
 use crate::telemetry::metrics;
 
@@ -84,7 +84,7 @@ pub(super) struct Liveness {
     /// The last lease refresh succeeded (half of [`RedisBackplane::is_connected`]).
     pub(super) lease_ok: AtomicBool,
     /// Each connection of a reaped node, for `$disconnect`.
-    deaths: mpsc::Sender<ConnectionRecord>,
+    deaths: mpsc::Sender<NodeDeath>,
     /// Other nodes seen alive, by tag, with their connection records.
     memory: Mutex<HashMap<String, Remembered>>,
     /// The last version this node gave its own records (never repeats while it runs, so a
@@ -109,7 +109,7 @@ struct Remembered {
 
 impl Liveness {
     /// Not yet registered; nobody remembered.
-    pub(super) fn new(ttl: Duration, deaths: mpsc::Sender<ConnectionRecord>) -> Self {
+    pub(super) fn new(ttl: Duration, deaths: mpsc::Sender<NodeDeath>) -> Self {
         Self {
             ttl,
             lease_ok: AtomicBool::new(false),
@@ -495,7 +495,7 @@ impl RedisBackplane {
         pipe.query_async::<()>(&mut conn).await?;
         warn!(dead_node = %tag, connections = records.len(), "node lease lapsed: removed its connections");
         let records = records.into_iter().map(|(_, json)| json.into_boxed_str());
-        self.fire_deaths(records).await;
+        self.fire_deaths(tag, records).await;
         Ok(())
     }
 
@@ -512,7 +512,7 @@ impl RedisBackplane {
         self.remove_node(&mut pipe, tag);
         pipe.query_async::<()>(&mut self.conn()).await?;
         warn!(dead_node = %tag, connections = records.len(), "node vanished while Redis lost its records: reaped it from memory");
-        self.fire_deaths(records.into_iter()).await;
+        self.fire_deaths(tag, records.into_iter()).await;
         Ok(())
     }
 
@@ -531,10 +531,11 @@ impl RedisBackplane {
     }
 
     /// Queues a `$disconnect` for each record.
-    async fn fire_deaths(&self, records: impl Iterator<Item = Box<str>>) {
+    async fn fire_deaths(&self, tag: &str, records: impl Iterator<Item = Box<str>>) {
         for json in records {
             if let Ok(record) = serde_json::from_str::<ConnectionRecord>(&json) {
-                let _ = self.liveness.deaths.send(record).await;
+                let node = tag.to_owned();
+                let _ = self.liveness.deaths.send(NodeDeath { node, record }).await;
             }
         }
     }

@@ -11,6 +11,8 @@
 //! - `listings`: connection and member listings, and their cursors.
 //! - `sessions`: resumable sessions' histories (streams) and state, for a resume on
 //!   another node after their node died.
+//! - `moves`: moving a resumable session between two live nodes, when its client resumed
+//!   through another one.
 //!
 //! How Redis is reached — one server or a Redis Cluster: the command connection `Conn`,
 //! publishing and the subscriber link — lives in `transport` alone; the jobs above are
@@ -49,6 +51,7 @@
 mod interest;
 mod listings;
 mod liveness;
+mod moves;
 mod records;
 mod requests;
 mod sessions;
@@ -99,6 +102,8 @@ pub struct RedisBackplane {
     liveness: liveness::Liveness,
     /// Resumable sessions' histories and state, written in the background.
     sessions: Arc<sessions::SessionWriter>,
+    /// Resumable sessions moving between this node and another.
+    moves: moves::Moves,
     /// Spawns the backplane's tasks, so shutdown waits for them.
     tracker: TaskTracker,
 }
@@ -137,6 +142,7 @@ impl RedisBackplane {
             records,
             liveness: liveness::Liveness::new(Duration::from_millis(settings.lease_ttl_ms), deaths),
             sessions: Arc::new(sessions),
+            moves: moves::Moves::default(),
             tracker: tracker.clone(),
         });
         tracker.spawn(backplane.clone().subscriber(shutdown.clone()));

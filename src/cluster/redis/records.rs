@@ -36,6 +36,9 @@ pub(super) enum Write {
     Joined(String, String),
     /// (group, connection id).
     Left(String, String),
+    /// A session moved to another node: (connection id, the groups it is in). This node's
+    /// records of it go; the groups' member sets keep it (the new node holds it now).
+    Released(String, Vec<Arc<str>>),
 }
 
 /// The writer's queue and whether a write was lost.
@@ -72,6 +75,18 @@ impl RecordWriter {
         if self.writes.try_send(write).is_err() {
             self.mark_dirty();
         }
+    }
+
+    /// A resumable session moved here: its memberships are this node's to keep now.
+    pub(super) fn reclaimed(&self, id: &ConnectionId, groups: &[Arc<str>]) {
+        for group in groups {
+            self.queue(Write::Joined(group.to_string(), id.to_string()));
+        }
+    }
+
+    /// A resumable session moved to another node: this node no longer records it.
+    pub(super) fn released(&self, id: &ConnectionId, groups: &[Arc<str>]) {
+        self.queue(Write::Released(id.to_string(), groups.to_vec()));
     }
 }
 
@@ -133,6 +148,14 @@ impl RedisBackplane {
                         pipe.zadd(self.keys.members(&g), &id, 0).ignore();
                         pipe.sadd(&memberships_key, keys::membership(&g, &id))
                             .ignore();
+                    }
+                    Write::Released(id, groups) => {
+                        pipe.hdel(&conns_key, &id).ignore();
+                        pipe.zrem(&ids_key, &id).ignore();
+                        for g in groups {
+                            pipe.srem(&memberships_key, keys::membership(&g, &id))
+                                .ignore();
+                        }
                     }
                     Write::Left(g, id) => {
                         pipe.zrem(self.keys.members(&g), &id).ignore();

@@ -36,7 +36,7 @@ pub(super) struct Requests {
     /// The next request number (unique on this node).
     next_req: AtomicU64,
     /// How long to wait for a reply before answering "unavailable".
-    timeout: Duration,
+    pub(super) timeout: Duration,
     /// The subscriber is subscribed (half of [`RedisBackplane::is_connected`]).
     pub(super) subscribed: AtomicBool,
 }
@@ -67,9 +67,13 @@ impl RedisBackplane {
             Err(DeliveryError::Gone | DeliveryError::Unavailable)
         ) && let Ok(Some(owner)) = self.session_owner(id).await
             && owner != minted_by
-            && owner != self.tag
         {
-            result = self.request_to(&owner, id, op).await;
+            result = if owner == self.tag {
+                // Moved here just now (or moving: "unavailable" until it is here).
+                self.apply(id, op).await
+            } else {
+                self.request_to(&owner, id, op).await
+            };
         }
         let outcome = match &result {
             Ok(_) => "ok",
@@ -90,6 +94,23 @@ impl RedisBackplane {
         op: Op,
     ) -> Result<Outcome, DeliveryError> {
         let op = WireOp::of(op).ok_or(DeliveryError::Malformed)?;
+        let (from, conn) = (self.tag.clone(), id.to_string());
+        self.ask(target, move |req| Wire::Request {
+            from,
+            req,
+            conn,
+            op,
+        })
+        .await
+    }
+
+    /// Publishes the request `build` makes (given its number) on the inbox of the node
+    /// tagged `target`, and waits for its reply.
+    pub(super) async fn ask(
+        &self,
+        target: &str,
+        build: impl FnOnce(u64) -> Wire,
+    ) -> Result<Outcome, DeliveryError> {
         let req = self.requests.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.requests.pending.insert(req, tx);
@@ -97,13 +118,7 @@ impl RedisBackplane {
             pending: &self.requests.pending,
             req,
         };
-        let message = serde_json::to_vec(&Wire::Request {
-            from: self.tag.clone(),
-            req,
-            conn: id.to_string(),
-            op,
-        })
-        .map_err(|_| DeliveryError::Unavailable)?;
+        let message = serde_json::to_vec(&build(req)).map_err(|_| DeliveryError::Unavailable)?;
         let receivers = self
             .publish(self.keys.inbox(target), &message, BackplaneKind::Request)
             .await
@@ -115,6 +130,24 @@ impl RedisBackplane {
             Ok(Ok(result)) => result,
             _ => Err(DeliveryError::Unavailable),
         }
+    }
+
+    /// Runs `op` on a connection whose id this node holds or gave out: here — or, when it
+    /// is gone here, on the node Redis names as the holder of the resumable session it
+    /// moved to (asked only on "gone", so other operations pay nothing for it).
+    pub async fn apply_or_follow(
+        &self,
+        id: &ConnectionId,
+        op: Op,
+    ) -> Result<Outcome, DeliveryError> {
+        let result = self.apply(id, op.clone()).await;
+        if matches!(result, Err(DeliveryError::Gone))
+            && let Ok(Some(owner)) = self.session_owner(id).await
+            && owner != self.tag
+        {
+            return self.request_to(&owner, id, op).await;
+        }
+        result
     }
 
     /// Runs `op` on a connection of this node ([`ops::apply`]), then settles the interest
@@ -301,8 +334,10 @@ impl RedisBackplane {
         match serde_json::from_slice::<Wire>(&payload) {
             Ok(wire) => {
                 let kind = match wire {
-                    Wire::Request { .. } => BackplaneKind::Request,
+                    Wire::Request { .. } | Wire::HandOver { .. } => BackplaneKind::Request,
                     Wire::Reply { .. } => BackplaneKind::Reply,
+                    Wire::Cut { group: Some(_), .. } => BackplaneKind::Group,
+                    Wire::Cut { group: None, .. } => BackplaneKind::Broadcast,
                 };
                 metrics::backplane_message(Direction::In, kind, payload_len);
                 self.dispatch(wire);
@@ -360,6 +395,28 @@ impl RedisBackplane {
                     let _ = tx.send(result);
                 }
             }
+            Wire::HandOver {
+                from,
+                req,
+                conn,
+                secret,
+                groups,
+            } => {
+                let this = self.clone();
+                self.tracker.spawn(async move {
+                    let result = match ConnectionId::parse(&conn) {
+                        Some(id) => this.hand_over(id, &secret, &from, &groups).await,
+                        None => Err(DeliveryError::Gone),
+                    };
+                    let reply = Wire::Reply { req, result };
+                    if let Ok(bytes) = serde_json::to_vec(&reply) {
+                        let channel = this.keys.inbox(&from);
+                        let _ = this.publish(channel, &bytes, BackplaneKind::Reply).await;
+                    }
+                });
+            }
+            // In the channel's order with its broadcasts: handled right here.
+            Wire::Cut { conn, group } => self.cut_arrived(&conn, group),
         }
     }
 

@@ -30,6 +30,18 @@ use crate::telemetry::metrics;
 /// Writes that may wait for Redis.
 const QUEUE: usize = 65_536;
 
+/// Names this node the session's holder if the node in ARGV[1] still is (ARGV[2]: this
+/// node): 1 when it did, 0 when another node holds it, or Redis keeps no such session.
+static TAKE_OVER: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
+            redis.call('HSET', KEYS[1], 'owner', ARGV[2])
+            return 1
+        end
+        return 0",
+    )
+});
+
 /// One write, in the order the sessions made them.
 #[derive(Debug)]
 pub(super) enum Write {
@@ -145,6 +157,9 @@ pub struct KeptSession {
     pub owner: String,
     /// The groups it is in.
     pub groups: Vec<String>,
+    /// The offset its next frame gets, when a move wrote it (the old node's last
+    /// frame is then the one before).
+    pub next: Option<u64>,
     /// The frames kept after the client's offset, in order (wire form).
     pub frames: Vec<(u64, Message)>,
 }
@@ -175,13 +190,42 @@ impl RedisBackplane {
         });
     }
 
-    /// Marks a session as held by this node now (it took it over after its node died).
-    pub async fn session_taken_over(&self, id: &ConnectionId) -> Result<(), DeliveryError> {
-        let key = self.keys.session(&id.to_string());
-        redis::cmd("HSET")
-            .arg(&key)
-            .arg("owner")
+    /// Marks a session as held by this node now (it took it over after its holder, the
+    /// node tagged `from`, died) — only if `from` is still its holder, so two nodes cannot
+    /// both take it over: "gone" when another did.
+    pub async fn session_taken_over(
+        &self,
+        id: &ConnectionId,
+        from: &str,
+    ) -> Result<(), DeliveryError> {
+        let taken: i64 = TAKE_OVER
+            .key(self.keys.session(&id.to_string()))
+            .arg(from)
             .arg(&self.tag)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|_| DeliveryError::Unavailable)?;
+        if taken == 1 {
+            Ok(())
+        } else {
+            Err(DeliveryError::Gone)
+        }
+    }
+
+    /// Names the node tagged `to` as the session's holder, and `next` as the offset its
+    /// next frame gets (the holder's half of a move, after its history is in Redis).
+    pub(super) async fn session_moved(
+        &self,
+        id: &ConnectionId,
+        to: &str,
+        next: u64,
+    ) -> Result<(), DeliveryError> {
+        redis::cmd("HSET")
+            .arg(self.keys.session(&id.to_string()))
+            .arg("owner")
+            .arg(to)
+            .arg("next")
+            .arg(next)
             .query_async::<()>(&mut self.conn())
             .await
             .map_err(|_| DeliveryError::Unavailable)
@@ -210,12 +254,14 @@ impl RedisBackplane {
         let mut record = None;
         let mut owner = String::new();
         let mut groups = Vec::new();
+        let mut next = None;
         for (field, value) in state {
             let value = String::from_utf8_lossy(&value).into_owned();
             match field.as_str() {
                 "secret" => secret = Some(value),
                 "record" => record = serde_json::from_str::<ConnectionRecord>(&value).ok(),
                 "owner" => owner = value,
+                "next" => next = value.parse().ok(),
                 f => {
                     if let Some(group) = f.strip_prefix("g:") {
                         groups.push(group.to_owned());
@@ -246,6 +292,7 @@ impl RedisBackplane {
             record,
             owner,
             groups,
+            next,
             frames,
         }))
     }
