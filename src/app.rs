@@ -62,7 +62,7 @@ fn wire_node_deaths(state: &Arc<AppState>, mut deaths: NodeDeaths) {
             tokio::select! {
                 _ = hook.shutdown.cancelled() => return,
                 record = deaths.recv() => match record {
-                    Some(death) => hook.node_died_with(&death),
+                    Some(death) => hook.node_died_with(death),
                     None => return,
                 },
             }

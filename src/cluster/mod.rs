@@ -200,13 +200,18 @@ pub struct Cluster {
     pub backplane: Backplane,
 }
 
-/// A connection of a node found dead.
-#[derive(Debug, Clone)]
+/// A connection of a node found dead, handed to the node that reaps it before the dead
+/// node is forgotten.
+#[derive(Debug)]
 pub struct NodeDeath {
     /// The dead node's tag (as Redis keys and a session's owner field write it).
     pub node: String,
     /// The connection, as the dead node recorded it.
     pub record: ConnectionRecord,
+    /// Answered `true` when the connection lives on (a resumable session this node adopted,
+    /// or another node holds): its group memberships are then kept. Until every answer is
+    /// in, the dead node stays listed, so broadcasts to its groups are refused, not lost.
+    pub lives_on: tokio::sync::oneshot::Sender<bool>,
 }
 
 /// The connections of nodes found dead, one each, for `$disconnect` (the composition root
@@ -399,10 +404,16 @@ impl Cluster {
         let Backplane::Redis(r) = &self.backplane else {
             return Err(DeliveryError::Gone);
         };
-        r.session_taken_over(&shared.info.id, from).await?;
-        self.local.adopt(shared.info.id);
-        self.connected(shared);
-        Ok(())
+        // Requests that find it named here before it is registered wait ("unavailable").
+        let id = shared.info.id;
+        self.local.set_in_transit(id, true);
+        let taken = r.session_taken_over(&id, from).await;
+        if taken.is_ok() {
+            self.local.adopt(id);
+            self.connected(shared);
+        }
+        self.local.set_in_transit(id, false);
+        taken
     }
 
     /// Moves resumable session `shared` (arriving: built here with its groups, no offsets

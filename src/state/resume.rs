@@ -7,6 +7,11 @@
 //!
 //! A suspended connection is watched by one small task (its window); the counter of
 //! suspended sessions bounds how many a node keeps (`resume.max_suspended`).
+//!
+//! Cluster mode adds where a resume may find its session: on another live node (it moves
+//! here: `cluster::redis::moves`), or kept in Redis for a node that died — which its reaper
+//! adopts before forgetting the dead node ([`AppState::node_died_with`]), so the session
+//! is always held by a live node once its node is known dead.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -223,10 +228,7 @@ impl AppState {
         self.cluster
             .adopt(&shared, &kept.owner)
             .await
-            .map_err(|e| match e {
-                DeliveryError::Gone => Refusal::Unknown, // another node took it over
-                _ => Refusal::Busy,
-            })?;
+            .map_err(|_| Refusal::Busy)?; // another node took it over: the retry finds it
         metrics::connection_opened();
         for group in &kept.groups {
             if let Some(group) = GroupName::parse(group) {
@@ -306,42 +308,106 @@ impl AppState {
         Ok(shared)
     }
 
-    /// A connection of a node found dead. A resumable one (cluster mode: Redis keeps it)
-    /// may be resumed on another node within its window: `$disconnect` waits for the
-    /// window and fires only if nobody took the session over; any other fires now.
-    pub fn node_died_with(self: &Arc<Self>, death: &crate::cluster::NodeDeath) {
-        let record = &death.record;
-        let Some(id) = crate::connections::ConnectionId::parse(&record.connection_id) else {
-            return self.connection_lost(record);
+    /// A connection of a node found dead, handed to this node (its reaper) before the dead
+    /// node is forgotten. A resumable session Redis keeps is adopted here — suspended, its
+    /// groups joined, for its client to resume through any node within a new window (it
+    /// moves from here); `$disconnect` fires when that window passes without a resume. Any
+    /// other connection gets `$disconnect` now.
+    pub fn node_died_with(self: &Arc<Self>, death: crate::cluster::NodeDeath) {
+        let crate::cluster::NodeDeath {
+            node,
+            record,
+            lives_on,
+        } = death;
+        let id = crate::connections::ConnectionId::parse(&record.connection_id);
+        let (Some(id), true) = (id, self.api().resume.enabled) else {
+            self.connection_lost(&record);
+            let _ = lives_on.send(false);
+            return;
         };
-        let api = self.api();
-        if !api.resume.enabled {
-            return self.connection_lost(record);
-        }
-        let (state, record) = (self.clone(), record.clone());
-        let window = Duration::from_secs(api.resume.window_secs);
-        let dead = death.node.clone();
+        let state = self.clone();
         self.tracker.spawn(async move {
-            let owner =
-                |state: Arc<AppState>| async move { state.cluster.session_owner(&id).await };
-            match owner(state.clone()).await {
-                // Not a resumable session (or Redis cannot say): as before, now.
-                Ok(None) | Err(_) => return state.connection_lost(&record),
-                Ok(Some(owner)) if owner != dead => return, // taken over already
-                Ok(Some(_)) => {}
+            let lives = state.adopt_orphan(id, &node, &record).await;
+            if !lives {
+                state.connection_lost(&record);
             }
-            tokio::select! {
-                _ = tokio::time::sleep(window) => {}
-                _ = state.shutdown.cancelled() => {}
-            }
-            match owner(state.clone()).await {
-                Ok(Some(owner)) if owner != dead => {}
-                _ => {
-                    state.cluster.forget_session(&id).await;
-                    state.connection_lost(&record);
-                }
-            }
+            let _ = lives_on.send(lives);
         });
+    }
+
+    /// Adopts resumable session `id` of the dead node tagged `dead` from what Redis keeps
+    /// (every frame kept, the offset its next frame gets); `true` when it lives on (here, or
+    /// on a node that took it over first).
+    async fn adopt_orphan(
+        self: &Arc<Self>,
+        id: crate::connections::ConnectionId,
+        dead: &str,
+        record: &crate::cluster::ConnectionRecord,
+    ) -> bool {
+        let Some(mirror) = self.cluster.resume_mirror() else {
+            return false;
+        };
+        let kept = match self.cluster.kept_session(&id, 0).await {
+            Ok(Some(kept)) => kept,
+            _ => return false, // not resumable (or Redis cannot say): as before, now
+        };
+        if kept.owner != dead {
+            return true; // another node holds it already
+        }
+        let Some(info) = record.info() else {
+            return false;
+        };
+        // The frames it can replay: the consecutive run ending at its last one.
+        let next = kept
+            .frames
+            .last()
+            .map_or(1, |(o, _)| o + 1)
+            .max(kept.next.unwrap_or(1));
+        let mut frames = kept.frames;
+        let mut expected = next;
+        let run = frames
+            .iter()
+            .rev()
+            .take_while(|(o, _)| {
+                expected -= 1;
+                *o == expected
+            })
+            .count();
+        frames.drain(..frames.len() - run);
+        let api = self.api();
+        let resume = Resumable::adopted(
+            kept.secret,
+            frames,
+            next,
+            (api.resume.max_messages, api.resume.max_bytes),
+        )
+        .mirrored(id, mirror);
+        let queue = (
+            api.client.outbound_queue_messages,
+            api.client.outbound_queue_bytes,
+        );
+        let shared = Arc::new(ConnShared::resumable(info, queue, resume));
+        match self.cluster.adopt(&shared, dead).await {
+            Ok(()) => {}
+            Err(DeliveryError::Gone) => return true, // another node took it over
+            Err(_) => {
+                self.cluster.forget_session(&id).await;
+                return false;
+            }
+        }
+        metrics::connection_opened();
+        for group in &kept.groups {
+            if let Some(group) = GroupName::parse(group) {
+                let _ = self.cluster.join(&group, &id).await;
+            }
+        }
+        info!(conn = %shared.info.id_text, dead_node = dead, next, "adopted a resumable session of a dead node");
+        self.end_session(
+            &shared,
+            Close::abnormal("Its node died"),
+            SocketEnd::Superseded,
+        );
+        true
     }
 
     /// Attaches a new socket to a resumable connection after `offset`: takes it over from

@@ -139,11 +139,12 @@ pub async fn events_for(backend: &Backend, id: &str, wait: Duration) -> Vec<Valu
 
 /// Sends `<prefix>0`…`<prefix>{n-1}` one at a time through `via`: POSTs to `id`, or
 /// messages to group `room` when `id` is `None`, a few milliseconds apart. An answer of
-/// 503 (the session moving between nodes) is asked again; any other failure panics.
+/// 503 (the session moving between nodes, or its dead node not yet reaped) is asked again
+/// for up to ten seconds; any other failure panics.
 pub async fn send_numbered(via: Endpoints, id: Option<String>, prefix: &'static str, n: usize) {
     for k in 0..n {
         let body = format!("{prefix}{k}");
-        let mut tries = 0;
+        let asked = std::time::Instant::now();
         loop {
             let status = match &id {
                 Some(id) => via.post(id, body.clone()).await.0,
@@ -151,9 +152,8 @@ pub async fn send_numbered(via: Endpoints, id: Option<String>, prefix: &'static 
             };
             match status {
                 200 | 202 => break,
-                503 if tries < 100 => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                503 if asked.elapsed() < Duration::from_secs(10) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 other => panic!("{body}: {other}"),
             }

@@ -485,17 +485,22 @@ impl RedisBackplane {
         let mut conn = self.conn();
         let records: Vec<(String, String)> = conn.hgetall(self.keys.conns(tag)).await?;
         let memberships: Vec<String> = conn.smembers(self.keys.memberships(tag)).await?;
+        let count = records.len();
+        // First each connection is handed over (a resumable session is adopted here), while
+        // the dead node is still listed: broadcasts to its groups are refused meanwhile.
+        let records = records.into_iter().map(|(_, json)| json.into_boxed_str());
+        let living = self.fire_deaths(tag, records).await;
         let mut pipe = redis::pipe();
         for entry in &memberships {
-            if let Some((group, id)) = entry.split_once('\t') {
+            if let Some((group, id)) = entry.split_once('\t')
+                && !living.contains(id)
+            {
                 pipe.zrem(self.keys.members(group), id).ignore();
             }
         }
         self.remove_node(&mut pipe, tag);
         pipe.query_async::<()>(&mut conn).await?;
-        warn!(dead_node = %tag, connections = records.len(), "node lease lapsed: removed its connections");
-        let records = records.into_iter().map(|(_, json)| json.into_boxed_str());
-        self.fire_deaths(tag, records).await;
+        warn!(dead_node = %tag, connections = count, adopted = living.len(), "node lease lapsed: removed its connections");
         Ok(())
     }
 
@@ -530,14 +535,36 @@ impl RedisBackplane {
             .ignore();
     }
 
-    /// Queues a `$disconnect` for each record.
-    async fn fire_deaths(&self, tag: &str, records: impl Iterator<Item = Box<str>>) {
+    /// Hands each record to this node's hook (`$disconnect`, or a resumable session's
+    /// adoption) and waits for every answer; returns the ids that live on.
+    async fn fire_deaths(
+        &self,
+        tag: &str,
+        records: impl Iterator<Item = Box<str>>,
+    ) -> std::collections::HashSet<String> {
+        let mut answers = Vec::new();
         for json in records {
             if let Ok(record) = serde_json::from_str::<ConnectionRecord>(&json) {
+                let id = record.connection_id.clone();
+                let (lives_on, answer) = tokio::sync::oneshot::channel();
                 let node = tag.to_owned();
-                let _ = self.liveness.deaths.send(NodeDeath { node, record }).await;
+                let death = NodeDeath {
+                    node,
+                    record,
+                    lives_on,
+                };
+                if self.liveness.deaths.send(death).await.is_ok() {
+                    answers.push((id, answer));
+                }
             }
         }
+        let mut living = std::collections::HashSet::new();
+        for (id, answer) in answers {
+            if answer.await == Ok(true) {
+                living.insert(id);
+            }
+        }
+        living
     }
 }
 

@@ -386,10 +386,13 @@ impl RedisBackplane {
                     .arg(data.as_ref())
                     .ignore();
                 pipe.cmd("PEXPIRE").arg(&key).arg(ttl).ignore();
-                pipe.cmd("PEXPIRE")
-                    .arg(self.keys.session(&id))
-                    .arg(ttl)
+                let session = self.keys.session(&id);
+                pipe.cmd("HSET")
+                    .arg(&session)
+                    .arg("next")
+                    .arg(offset + 1)
                     .ignore();
+                pipe.cmd("PEXPIRE").arg(&session).arg(ttl).ignore();
             }
             Write::Acked { id, offset } => {
                 pipe.cmd("XTRIM")
