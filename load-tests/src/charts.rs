@@ -269,6 +269,17 @@ pub fn draw_all(results: &Value, dir: &Path) -> Result<Vec<(String, String)>, St
                     &s["broadcast"]["delivery_latency"],
                 ),
             ],
+            "resume-cluster" => vec![
+                ("resume after the kill".into(), &s["herd"]["resume_latency"]),
+                (
+                    "survivors before the kill".into(),
+                    &s["survivors_before"]["latency"],
+                ),
+                (
+                    "survivors during the herd".into(),
+                    &s["survivors_during"]["latency"],
+                ),
+            ],
             "idle" => {
                 let file = "idle-rss.png".to_owned();
                 let g = &s["gateway"];

@@ -19,7 +19,9 @@ mod summary;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use scenarios::{callback, cluster, connect, echo, fanout, http_route, idle, resume, scale};
+use scenarios::{
+    callback, cluster, connect, echo, fanout, http_route, idle, resume, resume_cluster, scale,
+};
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +53,9 @@ enum Command {
     Scale(scale::Args),
     /// Resumable sessions: memory per suspended session, resume latency, a herd of resumes.
     Resume(resume::Args),
+    /// A node with N resumable sessions is SIGKILLed; every client resumes at once on the
+    /// survivors: time to all resumed, 409 retries, lost messages, survivors' latency.
+    ResumeCluster(resume_cluster::Args),
     /// The bare tokio-tungstenite server the ratios are measured against.
     BaselineServer {
         /// Listen address.
@@ -80,6 +85,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::ResumeCluster(_))
+        && let Err(e) = procs::raise_nofile_by_reexec()
+    {
+        // Run anyway: the scenario says how many files it needs if that is too few.
+        eprintln!("loadgen: {e:#}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -99,6 +110,7 @@ fn main() -> ExitCode {
                 Command::Cluster(a) => (cluster::run(a).await?, cluster::table),
                 Command::Scale(a) => (scale::run(a).await?, scale::table),
                 Command::Resume(a) => (resume::run(a).await?, resume::table),
+                Command::ResumeCluster(a) => (resume_cluster::run(a).await?, resume_cluster::table),
                 Command::BaselineServer {
                     listen,
                     read_buffer,

@@ -60,6 +60,52 @@ fn with_raised_nofile(program: &Path) -> Command {
     command
 }
 
+/// This process's open-files limits (soft, hard) from `/proc/self/limits`
+/// ("unlimited" is `u64::MAX`).
+pub fn nofile_limits() -> Result<(u64, u64)> {
+    let limits =
+        std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .ok_or_else(|| anyhow!("no \"Max open files\" in /proc/self/limits"))?;
+    let mut values = line["Max open files".len()..].split_whitespace().map(|v| {
+        if v == "unlimited" {
+            Ok(u64::MAX)
+        } else {
+            v.parse::<u64>()
+        }
+    });
+    match (values.next(), values.next()) {
+        (Some(Ok(soft)), Some(Ok(hard))) => Ok((soft, hard)),
+        _ => bail!("unreadable open-files limits: {line}"),
+    }
+}
+
+/// Set in the environment of a loadgen that re-ran itself with a raised open-files limit.
+const NOFILE_RAISED: &str = "LOADGEN_NOFILE_RAISED";
+
+/// Makes sure this process may open as many files as its hard limit allows: when the soft
+/// limit is lower, runs this same command again through `sh -c 'ulimit -n "$(ulimit -Hn)";
+/// exec …'` (as the server children are started: no unsafe code here) and never returns,
+/// unless that fails. Once only (an environment variable marks the second run). Call it
+/// before starting any thread.
+pub fn raise_nofile_by_reexec() -> Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let (soft, hard) = nofile_limits()?;
+    if soft >= hard || std::env::var_os(NOFILE_RAISED).is_some() {
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("locating loadgen itself")?;
+    let error = with_raised_nofile(&exe)
+        .args(std::env::args_os().skip(1))
+        .env(NOFILE_RAISED, "1")
+        .exec();
+    Err(anyhow!(error).context(format!(
+        "re-running with open files raised from {soft} to {hard}"
+    )))
+}
+
 /// The last lines a child printed, for error messages.
 #[derive(Clone, Default)]
 pub struct Tail(Arc<Mutex<VecDeque<String>>>);
@@ -192,6 +238,10 @@ pub struct GatewayConfig {
     pub redis: Option<(String, String)>,
     /// `client.read_buffer_bytes`; `None` keeps the gateway's default.
     pub read_buffer_bytes: Option<usize>,
+    /// `cluster.lease_ttl_ms` (with `redis` only); `None` keeps the gateway's default.
+    pub lease_ttl_ms: Option<u64>,
+    /// `Some(window_secs)`: resumable sessions on (`[resume]`, docs/resume.md).
+    pub resume_window_secs: Option<u64>,
 }
 
 impl GatewayConfig {
@@ -202,6 +252,8 @@ impl GatewayConfig {
             mock_connect: false,
             redis: None,
             read_buffer_bytes: None,
+            lease_ttl_ms: None,
+            resume_window_secs: None,
         }
     }
 
@@ -242,6 +294,14 @@ shutdown_grace_secs = 5
         if let Some((url, prefix)) = &self.redis {
             s.push_str(&format!(
                 "\n[cluster]\nredis_url = \"{url}\"\nkey_prefix = \"{prefix}\"\n"
+            ));
+            if let Some(ttl) = self.lease_ttl_ms {
+                s.push_str(&format!("lease_ttl_ms = {ttl}\n"));
+            }
+        }
+        if let Some(window) = self.resume_window_secs {
+            s.push_str(&format!(
+                "\n[resume]\nenabled = true\nwindow_secs = {window}\nmax_suspended = 1000000\n"
             ));
         }
         let default_integration = match &self.default_route {
@@ -365,6 +425,13 @@ impl Gateway {
         self.child.id()
     }
 
+    /// Kills the process with SIGKILL (no drain, no lease handed back: a crash) and reaps it.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill().context("killing the gateway")?;
+        self.child.wait().context("reaping the gateway")?;
+        Ok(())
+    }
+
     /// Fails when the process has exited.
     pub fn check_alive(&mut self) -> Result<()> {
         if let Ok(Some(status)) = self.child.try_wait() {
@@ -479,6 +546,26 @@ impl Redis {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// The text of `INFO <section>`, read over a plain connection (no redis-cli needed).
+    pub fn info(&self, section: &str) -> Result<String> {
+        let addr = self.url.trim_start_matches("redis://");
+        let mut s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(format!("INFO {section}\r\n").as_bytes())?;
+        let mut reader = BufReader::new(s);
+        let mut header = String::new();
+        reader.read_line(&mut header)?;
+        let len: usize = header
+            .trim_end()
+            .strip_prefix('$')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| anyhow!("INFO {section} answered {header:?}"))?;
+        let mut body = vec![0; len + 2];
+        reader.read_exact(&mut body)?;
+        body.truncate(len);
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
 }
 
 impl Drop for Redis {
@@ -502,11 +589,16 @@ mod tests {
             mock_connect: true,
             redis: Some(("redis://127.0.0.1:7".into(), "lg".into())),
             read_buffer_bytes: Some(1024),
+            lease_ttl_ms: Some(1000),
+            resume_window_secs: Some(60),
         }
         .toml();
         assert!(full.contains("url = \"http://127.0.0.1:9/events\""));
         assert!(full.contains("[routes.\"$connect\"]"));
         assert!(full.contains("redis_url = \"redis://127.0.0.1:7\""));
         assert!(full.contains("read_buffer_bytes = 1024"));
+        assert!(full.contains("lease_ttl_ms = 1000"));
+        assert!(full.contains("[resume]\nenabled = true\nwindow_secs = 60"));
+        assert!(!plain.contains("[resume]"));
     }
 }

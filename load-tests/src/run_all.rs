@@ -46,7 +46,7 @@ pub struct ReportArgs {
 
 /// Each scenario with its suite-size and quick-size arguments.
 fn plan(quick: bool) -> Vec<(&'static str, Vec<&'static str>)> {
-    const FULL: [(&str, &str); 9] = [
+    const FULL: [(&str, &str); 10] = [
         (
             "idle",
             "--connections 15000 --workers 4 --concurrency 24 --steps 6 --settle-ms 1500",
@@ -77,8 +77,12 @@ fn plan(quick: bool) -> Vec<(&'static str, Vec<&'static str>)> {
             "resume",
             "--sessions 10000 --sample 500 --spread-ms 1000 --survivors 50",
         ),
+        (
+            "resume-cluster",
+            "--nodes 3 --sessions 10000 --messages 4 --read 2 --spread-ms 1000 --retry-ms 500 --survivors 50 --lease-ttl-ms 1000 --max-secs 60",
+        ),
     ];
-    const QUICK: [(&str, &str); 9] = [
+    const QUICK: [(&str, &str); 10] = [
         (
             "idle",
             "--connections 40 --workers 2 --steps 2 --settle-ms 100",
@@ -108,6 +112,10 @@ fn plan(quick: bool) -> Vec<(&'static str, Vec<&'static str>)> {
         (
             "resume",
             "--sessions 30 --sample 5 --spread-ms 100 --survivors 2 --settle-ms 100",
+        ),
+        (
+            "resume-cluster",
+            "--nodes 3 --sessions 30 --messages 2 --read 1 --callers 2 --spread-ms 100 --retry-ms 200 --survivors 2 --before-ms 300 --lease-ttl-ms 500 --max-secs 30",
         ),
     ];
     let chosen = if quick { QUICK } else { FULL };
@@ -363,9 +371,10 @@ mod tests {
                 "fanout",
                 "cluster",
                 "scale",
-                "resume"
+                "resume",
+                "resume-cluster"
             ]
         );
-        assert_eq!(plan(true).len(), 9);
+        assert_eq!(plan(true).len(), 10);
     }
 }

@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::report::{Table, num};
-use crate::scenarios::{callback, cluster, connect, echo, fanout, http_route, idle, resume, scale};
+use crate::scenarios::{
+    callback, cluster, connect, echo, fanout, http_route, idle, resume, resume_cluster, scale,
+};
 
 /// How a target came out.
 #[derive(Debug, PartialEq)]
@@ -288,6 +290,7 @@ pub fn table_for(v: &Value) -> Option<Table> {
         "cluster" => cluster::table,
         "scale" => scale::table,
         "resume" => resume::table,
+        "resume-cluster" => resume_cluster::table,
         _ => return None,
     };
     Some(table(v))

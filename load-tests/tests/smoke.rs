@@ -387,6 +387,52 @@ fn resume_suspends_and_resumes_every_session() {
 }
 
 #[test]
+fn resume_cluster_takes_over_every_session_of_a_killed_node() {
+    let v = scenario(
+        "resume-cluster",
+        &[
+            "--nodes",
+            "3",
+            "--sessions",
+            "30",
+            "--messages",
+            "3",
+            "--read",
+            "1",
+            "--callers",
+            "2",
+            "--spread-ms",
+            "100",
+            "--retry-ms",
+            "200",
+            "--survivors",
+            "2",
+            "--before-ms",
+            "300",
+            "--lease-ttl-ms",
+            "500",
+        ],
+    );
+    let h = &v["herd"];
+    assert_eq!(h["sessions"], 30, "{v}");
+    assert_eq!(h["resumed"], 30, "{v}");
+    assert_eq!(h["lost"], 0, "{v}");
+    assert_eq!(h["unresumed"], 0, "{v}");
+    assert_eq!(h["broadcast_after"]["received"], 30, "{v}");
+    assert_eq!(v["setup"]["posts"]["statuses"]["200"], 90, "{v}");
+    // Both survivors took their share (client i resumes on survivor i mod 2).
+    assert_eq!(h["by_node"], serde_json::json!([15, 15]), "{v}");
+    assert_eq!(v["survivor_nodes"]["resumes_total"]["resumed"], 30.0, "{v}");
+    assert!(
+        f(&v, &["herd", "time_to_all_resumed_s"]) >= f(&v, &["herd", "kill_to_first_answer_s"]),
+        "{v}"
+    );
+    latency_present(&v, &["herd", "resume_latency"]);
+    latency_present(&v, &["survivors_before", "latency"]);
+    latency_present(&v, &["survivors_during", "latency"]);
+}
+
+#[test]
 fn run_all_quick_writes_results_summary_and_charts() {
     let dir = std::env::temp_dir().join(format!("loadgen-smoke-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -423,7 +469,8 @@ fn run_all_quick_writes_results_summary_and_charts() {
             "fanout",
             "cluster",
             "scale",
-            "resume"
+            "resume",
+            "resume-cluster"
         ]
     );
     for s in results["scenarios"].as_array().unwrap() {

@@ -11,6 +11,7 @@ pub mod fanout;
 pub mod http_route;
 pub mod idle;
 pub mod resume;
+pub mod resume_cluster;
 pub mod scale;
 
 use std::net::SocketAddr;

@@ -30,6 +30,7 @@ use crate::procs::{TOKEN, gateway_binary, rss_kib};
 use crate::report::{Table, latency_cells, latency_header, num};
 use crate::stats::{self, Sample, round2};
 
+/// The subprotocol a client offers to ask for a resumable session.
 const SUBPROTOCOL: &str = "switchboard.resume.v1";
 
 /// `loadgen resume` options.
@@ -174,13 +175,22 @@ template = "$input.body"
 }
 
 /// A resumable session as the client knows it.
-struct Session {
-    token: String,
-    offset: u64,
+pub(super) struct Session {
+    /// Its connection id (what backends POST to).
+    pub(super) id: String,
+    /// The resume token from the welcome.
+    pub(super) token: String,
+    /// The offset of the last frame processed.
+    pub(super) offset: u64,
 }
 
-/// Opens a resumable WebSocket from `source` (resuming when `resume` is given).
-async fn open(addr: SocketAddr, source: Ipv4Addr, resume: Option<&Session>) -> Result<Ws> {
+/// Opens a resumable WebSocket from `source` (resuming when `resume` is given). A refused
+/// handshake is a `tungstenite::Error::Http` inside the error (see [`refused_with`]).
+pub(super) async fn open(
+    addr: SocketAddr,
+    source: Ipv4Addr,
+    resume: Option<&Session>,
+) -> Result<Ws> {
     let attempt = async {
         let socket = TcpSocket::new_v4()?;
         socket.bind(SocketAddr::from((source, 0)))?;
@@ -206,8 +216,16 @@ async fn open(addr: SocketAddr, source: Ipv4Addr, resume: Option<&Session>) -> R
         .map_err(|_| anyhow!("connect from {source} timed out"))?
 }
 
+/// The HTTP status a handshake was refused with, if that is why `open` failed.
+pub(super) fn refused_with(error: &anyhow::Error) -> Option<u16> {
+    match error.downcast_ref::<tokio_tungstenite::tungstenite::Error>()? {
+        tokio_tungstenite::tungstenite::Error::Http(response) => Some(response.status().as_u16()),
+        _ => None,
+    }
+}
+
 /// The next frame as JSON.
-async fn next_json(ws: &mut Ws) -> Result<Value> {
+pub(super) async fn next_json(ws: &mut Ws) -> Result<Value> {
     let text = client::next_text(ws).await?;
     serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))
 }
@@ -240,6 +258,22 @@ async fn resume_one(
     Ok(ws)
 }
 
+/// Opens one resumable session from `source` and reads its welcome.
+pub(super) async fn open_session(addr: SocketAddr, source: Ipv4Addr) -> Result<(Ws, Session)> {
+    let mut ws = open(addr, source, None).await?;
+    let welcome = next_json(&mut ws).await?;
+    let (Some(id), Some(token)) = (welcome["connectionId"].as_str(), welcome["token"].as_str())
+    else {
+        bail!("welcome {welcome}");
+    };
+    let session = Session {
+        id: id.to_owned(),
+        token: token.to_owned(),
+        offset: 0,
+    };
+    Ok((ws, session))
+}
+
 /// Opens `n` resumable sessions (at most `concurrency` handshakes at once) and reads each
 /// welcome; returns the sockets and each session (or why it failed).
 async fn open_many(
@@ -249,21 +283,7 @@ async fn open_many(
     concurrency: usize,
 ) -> (Vec<Ws>, Vec<Result<Session, String>>) {
     let opened: Vec<Result<(Ws, Session)>> = futures_util::stream::iter(0..n)
-        .map(|_| {
-            let sources = sources.clone();
-            async move {
-                let mut ws = open(addr, sources.next(), None).await?;
-                let welcome = next_json(&mut ws).await?;
-                let token = welcome["token"]
-                    .as_str()
-                    .ok_or_else(|| anyhow!("welcome {welcome}"))?;
-                let session = Session {
-                    token: token.to_owned(),
-                    offset: 0,
-                };
-                Ok((ws, session))
-            }
-        })
+        .map(|_| open_session(addr, sources.next()))
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
