@@ -55,6 +55,15 @@ fn consecutive_after(offset: u64, frames: &[(u64, Message)]) -> Option<u64> {
     Some(expected)
 }
 
+/// Lets go of a session [`AppState::suspended_here`] built that did not become this node's:
+/// its window's watcher ends it without `$disconnect` (as a session that moved away).
+fn give_up(shared: &ConnShared) {
+    if let Some(resume) = shared.resume.as_deref() {
+        resume.hand_off();
+    }
+    shared.outbox.wake();
+}
+
 /// Whether two secrets are equal (constant time).
 fn constant_time_eq(a: &str, b: &str) -> bool {
     use subtle::ConstantTimeEq as _;
@@ -204,6 +213,11 @@ impl AppState {
         if !constant_time_eq(&kept.secret, &token.secret) {
             return Err(Refusal::Unknown);
         }
+        if kept.owner == self.cluster.local.node.to_string() {
+            // This node holds it, or is taking it on (an adoption or a move not finished):
+            // the retry finds it here.
+            return Err(Refusal::Busy);
+        }
         if alive {
             return self.move_session_here(token, offset, kept, mirror).await;
         }
@@ -220,29 +234,44 @@ impl AppState {
             (api.resume.max_messages, api.resume.max_bytes),
         )
         .mirrored(token.id, mirror);
-        let queue = (
-            api.client.outbound_queue_messages,
-            api.client.outbound_queue_bytes,
-        );
-        let shared = Arc::new(ConnShared::resumable(info, queue, resume));
-        self.cluster
-            .adopt(&shared, &kept.owner)
-            .await
-            .map_err(|_| Refusal::Busy)?; // another node took it over: the retry finds it
-        metrics::connection_opened();
+        let shared = self
+            .suspended_here(info, resume, "Its node died")
+            .ok_or(Refusal::Busy)?;
+        if self.cluster.adopt(&shared, &kept.owner).await.is_err() {
+            give_up(&shared);
+            return Err(Refusal::Busy); // another node took it over: the retry finds it
+        }
         for group in &kept.groups {
             if let Some(group) = GroupName::parse(group) {
                 let _ = self.cluster.join(&group, &token.id).await;
             }
         }
         info!(conn = %shared.info.id_text, frames = expected - offset - 1, "took over a resumable session of a node that died");
-        // Suspended here until the resume attaches (or its window passes).
-        self.end_session(
-            &shared,
-            Close::abnormal("Its node died"),
-            SocketEnd::Superseded,
-        );
         Ok(shared)
+    }
+
+    /// A session built here from what another node held (`resume` over `info`), suspended
+    /// at once — its window starts now — before anything can find it, so a resume that
+    /// attaches as soon as it is visible finds it suspended; `None` while shutting down.
+    /// [`give_up`] undoes it when it does not become this node's.
+    fn suspended_here(
+        self: &Arc<Self>,
+        info: crate::connections::ConnInfo,
+        resume: Resumable,
+        why: &str,
+    ) -> Option<Arc<ConnShared>> {
+        if self.shutdown.is_cancelled() {
+            return None;
+        }
+        let api = self.api();
+        let queue = (
+            api.client.outbound_queue_messages,
+            api.client.outbound_queue_bytes,
+        );
+        let shared = Arc::new(ConnShared::resumable(info, queue, resume));
+        metrics::connection_opened();
+        self.suspend_connection(&shared, Close::abnormal(why));
+        Some(shared)
     }
 
     /// Cluster mode: moves session `token` names from its holder, alive (`kept` is what
@@ -262,25 +291,26 @@ impl AppState {
         let resume =
             Resumable::arriving(kept.secret, (api.resume.max_messages, api.resume.max_bytes))
                 .mirrored(token.id, mirror);
-        let queue = (
-            api.client.outbound_queue_messages,
-            api.client.outbound_queue_bytes,
-        );
-        let shared = Arc::new(ConnShared::resumable(info, queue, resume));
+        let shared = self
+            .suspended_here(info, resume, "Moved from another node")
+            .ok_or(Refusal::Busy)?;
         *shared.groups.lock().unwrap_or_else(|p| p.into_inner()) = kept
             .groups
             .iter()
             .filter(|g| GroupName::parse(g).is_some())
             .map(|g| Arc::from(g.as_str()))
             .collect();
-        self.cluster
+        let received = self
+            .cluster
             .receive_session(&shared, &kept.owner, &token.secret)
-            .await
-            .map_err(|e| match e {
+            .await;
+        if let Err(error) = received {
+            give_up(&shared);
+            return Err(match error {
                 DeliveryError::Gone => Refusal::Unknown,
                 _ => Refusal::Busy,
-            })?;
-        metrics::connection_opened();
+            });
+        }
         let refusal = match self.cluster.kept_session(&token.id, offset).await {
             Ok(Some(moved)) => match (moved.next, consecutive_after(offset, &moved.frames)) {
                 (Some(next), _) if offset >= next => Some(Refusal::BadOffset),
@@ -295,12 +325,6 @@ impl AppState {
             _ => Some(Refusal::Unknown),
         };
         info!(conn = %shared.info.id_text, from = %kept.owner, "moved a resumable session here from a live node");
-        // Suspended here until the resume attaches (or its window passes).
-        self.end_session(
-            &shared,
-            Close::abnormal("Moved from another node"),
-            SocketEnd::Superseded,
-        );
         if let Some(refusal) = refusal {
             shared.request_close(Close::new(ABANDONED, "Session could not be resumed"));
             return Err(refusal);
@@ -382,31 +406,26 @@ impl AppState {
             (api.resume.max_messages, api.resume.max_bytes),
         )
         .mirrored(id, mirror);
-        let queue = (
-            api.client.outbound_queue_messages,
-            api.client.outbound_queue_bytes,
-        );
-        let shared = Arc::new(ConnShared::resumable(info, queue, resume));
+        let Some(shared) = self.suspended_here(info, resume, "Its node died") else {
+            return false;
+        };
         match self.cluster.adopt(&shared, dead).await {
             Ok(()) => {}
-            Err(DeliveryError::Gone) => return true, // another node took it over
-            Err(_) => {
+            Err(error) => {
+                give_up(&shared);
+                if error == DeliveryError::Gone {
+                    return true; // another node took it over
+                }
                 self.cluster.forget_session(&id).await;
                 return false;
             }
         }
-        metrics::connection_opened();
         for group in &kept.groups {
             if let Some(group) = GroupName::parse(group) {
                 let _ = self.cluster.join(&group, &id).await;
             }
         }
         info!(conn = %shared.info.id_text, dead_node = dead, next, "adopted a resumable session of a dead node");
-        self.end_session(
-            &shared,
-            Close::abnormal("Its node died"),
-            SocketEnd::Superseded,
-        );
         true
     }
 

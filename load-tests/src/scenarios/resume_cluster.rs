@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 use bytes::Bytes;
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{SinkExt, StreamExt as _};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -822,7 +822,7 @@ pub async fn run(args: &Args) -> Result<Value> {
     // A clean close ends the sessions (the nodes then stop without suspended ones).
     futures_util::stream::iter(held)
         .for_each_concurrent(1024, |mut ws| async move {
-            let _ = tokio::time::timeout(client::IO_LIMIT, ws.close(None)).await;
+            let _ = tokio::time::timeout(client::IO_LIMIT, SinkExt::close(&mut ws)).await;
         })
         .await;
     drop(nodes);

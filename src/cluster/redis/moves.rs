@@ -70,6 +70,9 @@ impl RedisBackplane {
         secret: &str,
     ) -> Result<(), DeliveryError> {
         let id = shared.info.id;
+        if holder == self.tag || self.local.registry.get(&id).is_some() {
+            return Err(DeliveryError::Unavailable); // held here already (or being adopted)
+        }
         let groups: Vec<Arc<str>> = shared
             .groups
             .lock()
