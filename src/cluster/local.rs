@@ -60,14 +60,17 @@ impl IdSet {
         self.len.load(Ordering::Relaxed) > 0 && self.ids.contains(id)
     }
 
-    fn insert(&self, id: ConnectionId) {
-        if self.ids.insert(id) {
+    /// Adds `id`; `false` if it was there already.
+    fn insert(&self, id: ConnectionId) -> bool {
+        let added = self.ids.insert(id);
+        if added {
             self.len.fetch_add(1, Ordering::Relaxed);
         }
+        added
     }
 
     fn remove(&self, id: &ConnectionId) {
-        if self.len.load(Ordering::Relaxed) > 0 && self.ids.remove(id).is_some() {
+        if self.ids.remove(id).is_some() {
             self.len.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -94,6 +97,12 @@ impl Local {
     /// Holds `id` of another node from now on (a resumable session taken over).
     pub fn adopt(&self, id: ConnectionId) {
         self.adopted.insert(id);
+    }
+
+    /// Marks `id` as moving unless it is already: `false` when another move (or adoption)
+    /// of it is under way here.
+    pub fn begin_transit(&self, id: ConnectionId) -> bool {
+        self.in_transit.insert(id)
     }
 
     /// No longer holds `id` of another node (it closed, or moved on).

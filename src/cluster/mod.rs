@@ -384,6 +384,14 @@ impl Cluster {
         }
     }
 
+    /// The TTL and history length resumable sessions' keys get in Redis from now on
+    /// (cluster mode), for sessions this node takes on from others.
+    pub fn size_sessions(&self, ttl_ms: u64, max_len: usize) {
+        if let Backplane::Redis(r) = &self.backplane {
+            r.size_sessions(ttl_ms, max_len);
+        }
+    }
+
     /// A resumable session of another node as Redis kept it, with its frames after
     /// `after` (cluster mode; `None` in memory or when Redis keeps no such session).
     pub async fn kept_session(
@@ -406,7 +414,9 @@ impl Cluster {
         };
         // Requests that find it named here before it is registered wait ("unavailable").
         let id = shared.info.id;
-        self.local.set_in_transit(id, true);
+        if !self.local.begin_transit(id) {
+            return Err(DeliveryError::Unavailable); // another move or takeover of it here
+        }
         let taken = r.session_taken_over(&id, from).await;
         if taken.is_ok() {
             self.local.adopt(id);
@@ -419,8 +429,10 @@ impl Cluster {
     /// Moves resumable session `shared` (arriving: built here with its groups, no offsets
     /// yet) from the live node tagged `holder`, whose client presented `secret` here: once
     /// `Ok`, it lives here (registry, records, Redis's owner field), and Redis keeps its
-    /// frames and the offset its next frame gets ([`Cluster::kept_session`]). "Gone" when
-    /// the holder does not have it (or not with that secret).
+    /// frames and the offset its next frame gets ([`Cluster::kept_session`]); it stays in
+    /// transit (operations on it wait) until the caller has numbered it and calls
+    /// `local.set_in_transit(id, false)`. "Gone" when the holder does not have it (or not
+    /// with that secret).
     pub async fn receive_session(
         &self,
         shared: &Arc<ConnShared>,

@@ -155,6 +155,9 @@ pub enum Wire {
         conn: String,
         /// The session's secret, as the resuming client presented it.
         secret: String,
+        /// This move's name: the asker gives up on it by writing it into the session's
+        /// hash, and the holder switches the owner only if it is not there.
+        move_id: String,
         /// The groups the asking node listens to for the session: the session must be in
         /// no other.
         groups: Vec<String>,
@@ -293,6 +296,7 @@ mod tests {
             req: 8,
             conn: "AAAAAAAAAAAAAAAA".into(),
             secret: "s".into(),
+            move_id: "m".into(),
             groups: vec!["room".into()],
         });
         msgs.push(Wire::Cut {

@@ -128,6 +128,12 @@ struct History {
     /// While the session is arriving from another node (cluster mode): the frames that
     /// reached it here before the offsets it continues from are known, unnumbered.
     arriving: Option<VecDeque<Message>>,
+    /// Built here from another node's session and not yet confirmed as this node's
+    /// (cluster mode): its window cannot end it meanwhile.
+    provisional: bool,
+    /// Moving to another node (cluster mode): its history is final (a frame for it now is
+    /// "gone" here) and its window cannot end it until the move is decided.
+    sealed: bool,
 }
 
 /// A resumable session's state, shared by its sessions (one at a time) and its senders.
@@ -185,6 +191,7 @@ impl Resumable {
                 bytes,
                 next,
                 attached: false,
+                provisional: true,
                 ..History::default()
             }),
             ..Self::new(max_messages, max_bytes)
@@ -199,6 +206,7 @@ impl Resumable {
             secret,
             history: Mutex::new(History {
                 arriving: Some(VecDeque::new()),
+                provisional: true,
                 ..History::default()
             }),
             ..Self::new(max_messages, max_bytes)
@@ -227,6 +235,35 @@ impl Resumable {
         self.trim(&mut h);
     }
 
+    /// A session [`Resumable::adopted`] or [`Resumable::arriving`] is this node's now: its
+    /// window may end it.
+    pub fn confirm(&self) {
+        self.history().provisional = false;
+    }
+
+    /// Seals the history of a session about to move to another node: returns the offset
+    /// its next frame gets there (`None` if it ended already). Until [`Resumable::unseal`]
+    /// or [`Resumable::hand_off`], a frame for it is "gone" here and its window waits.
+    pub fn seal(&self) -> Option<u64> {
+        let mut h = self.history();
+        if h.ended {
+            return None;
+        }
+        h.sealed = true;
+        Some(h.next)
+    }
+
+    /// The move did not happen: the session takes frames here again.
+    pub fn unseal(&self) {
+        self.history().sealed = false;
+    }
+
+    /// Whether its window must wait (a move or an adoption is being decided).
+    pub fn is_pinned(&self) -> bool {
+        let h = self.history();
+        h.provisional || h.sealed
+    }
+
     /// Ends the session here because another node holds it now (cluster mode): no more
     /// frames, no resume here, and nothing forgotten in the mirror (the new node continues
     /// from it). `false` if it had ended already.
@@ -237,6 +274,8 @@ impl Resumable {
                 return false;
             }
             h.ended = true;
+            h.sealed = false;
+            h.provisional = false;
             h.moved = true;
             h.attached = false;
             h.frames = VecDeque::new();
@@ -287,7 +326,7 @@ impl Resumable {
     /// Numbers `message`, keeps it, and queues it in `outbox` when a socket is attached.
     pub fn push(&self, outbox: &Outbox, message: &Message) -> Result<(), SendError> {
         let mut h = self.history();
-        if h.ended {
+        if h.ended || h.sealed {
             return Err(SendError::Gone);
         }
         if let Some(waiting) = h.arriving.as_ref().map(VecDeque::len) {
@@ -414,7 +453,7 @@ impl Resumable {
     /// attached since); returns whether it did. An ended session cannot be resumed.
     pub fn expire(&self, generation: u64) -> bool {
         let mut h = self.history();
-        if h.attached || h.ended || h.generation != generation {
+        if h.attached || h.ended || h.provisional || h.sealed || h.generation != generation {
             return false;
         }
         h.ended = true;
@@ -683,6 +722,25 @@ mod tests {
         assert_eq!(r.push(&outbox, &Message::text("2")), Err(SendError::Gone));
         assert_eq!(r.check(1), Err(Refusal::Unknown));
         assert!(!r.expire(0), "its window is not this node's any more");
+    }
+
+    #[test]
+    fn a_sealed_session_takes_no_frame_and_waits_out_its_window_until_the_move_is_decided() {
+        let outbox = Outbox::new(100, 1 << 20);
+        let r = Resumable::new(10, 1 << 20);
+        r.push(&outbox, &Message::text("1")).unwrap();
+        r.detach(&outbox);
+        assert_eq!(r.seal(), Some(2));
+        assert!(r.is_pinned());
+        assert_eq!(r.push(&outbox, &Message::text("2")), Err(SendError::Gone));
+        assert!(!r.expire(0), "its window waits for the move");
+        r.unseal();
+        assert!(r.push(&outbox, &Message::text("2")).is_ok());
+        assert!(r.expire(0));
+        let adopted = Resumable::adopted("s".repeat(24), vec![], 1, (10, 1 << 20));
+        assert!(!adopted.expire(0), "provisional until confirmed");
+        adopted.confirm();
+        assert!(adopted.expire(0));
     }
 
     #[test]

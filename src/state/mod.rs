@@ -27,6 +27,9 @@ use crate::telemetry::access_log::AccessLog;
 /// Most `$disconnect` integration calls in flight at once (the rest wait their turn).
 pub const DISCONNECT_CALLS: usize = 32;
 
+/// Most resumable sessions of dead nodes being adopted at once (the rest wait their turn).
+pub const ADOPTIONS: usize = 64;
+
 /// Everything connections and management calls share.
 #[derive(Debug)]
 pub struct AppState {
@@ -53,6 +56,8 @@ pub struct AppState {
     /// Permits for `$disconnect` calls in flight ([`DISCONNECT_CALLS`]): a mass close
     /// queues its calls here (one small task each) instead of sending them all at once.
     disconnect_calls: Arc<tokio::sync::Semaphore>,
+    /// Permits for adoptions of dead nodes' sessions in flight ([`ADOPTIONS`]).
+    adoptions: Arc<tokio::sync::Semaphore>,
     /// Resumable sessions suspended now (`resume.max_suspended` bounds it; see [`resume`]).
     suspended: AtomicUsize,
     /// Cancelled when the node shuts down; sessions hold child tokens.
@@ -85,6 +90,7 @@ impl AppState {
             limits: Arc::new(crate::throttle::Limits::new(&settings.limits)),
             tracker,
             disconnect_calls: Arc::new(tokio::sync::Semaphore::new(DISCONNECT_CALLS)),
+            adoptions: Arc::new(tokio::sync::Semaphore::new(ADOPTIONS)),
             suspended: AtomicUsize::new(0),
             shutdown,
             http,

@@ -45,7 +45,7 @@ pub enum SocketEnd {
 /// The offset after the last of `frames` if they are consecutive from `offset + 1` (the
 /// whole gap after the client's offset), else `None`.
 fn consecutive_after(offset: u64, frames: &[(u64, Message)]) -> Option<u64> {
-    let mut expected = offset + 1;
+    let mut expected = offset.checked_add(1)?;
     for (o, _) in frames {
         if *o != expected {
             return None;
@@ -53,6 +53,13 @@ fn consecutive_after(offset: u64, frames: &[(u64, Message)]) -> Option<u64> {
         expected += 1;
     }
     Some(expected)
+}
+
+/// A session [`AppState::suspended_here`] built is this node's now.
+fn confirm(shared: &ConnShared) {
+    if let Some(resume) = shared.resume.as_deref() {
+        resume.confirm();
+    }
 }
 
 /// Lets go of a session [`AppState::suspended_here`] built that did not become this node's:
@@ -117,19 +124,21 @@ impl AppState {
         let (state, shared) = (self.clone(), shared.clone());
         self.tracker.spawn(
             async move {
-                let deadline = Instant::now() + window;
+                let mut deadline = Instant::now() + window;
                 let resume = shared.resume.as_deref();
+                let moved_away = || {
+                    // Another node holds it now (a resume reached it there, or it was
+                    // never confirmed here): its `$disconnect` is that node's.
+                    state.suspended.fetch_sub(1, Ordering::Relaxed);
+                    metrics::suspended(-1.0);
+                    metrics::connection_moved();
+                    info!("suspended session moved to another node");
+                };
                 let ended = loop {
                     tokio::select! {
                         _ = shared.outbox.ready() => {
                             if resume.is_some_and(Resumable::has_moved) {
-                                // Another node holds it now (a resume reached it there):
-                                // its `$disconnect` is that node's.
-                                state.suspended.fetch_sub(1, Ordering::Relaxed);
-                                metrics::suspended(-1.0);
-                                metrics::connection_moved();
-                                info!("suspended session moved to another node");
-                                return;
+                                return moved_away();
                             }
                             if resume.is_some_and(|r| r.is_attached() || r.generation() != generation) {
                                 shared.outbox.wake(); // the wake-up may have been the new session's
@@ -139,7 +148,14 @@ impl AppState {
                                 break request.clone();
                             }
                         }
-                        _ = sleep_until(deadline) => break close,
+                        _ = sleep_until(deadline) => {
+                            if resume.is_some_and(Resumable::is_pinned) {
+                                // A move or an adoption is being decided: it ends soon.
+                                deadline = Instant::now() + Duration::from_millis(500);
+                                continue;
+                            }
+                            break close;
+                        }
                         _ = state.shutdown.cancelled() => break Close::going_away(),
                     }
                 };
@@ -148,6 +164,8 @@ impl AppState {
                     metrics::suspended(-1.0);
                     info!("suspended session ended without a resume");
                     state.close_connection(&shared, ended);
+                } else if resume.is_some_and(Resumable::has_moved) {
+                    moved_away();
                 } else {
                     shared.outbox.wake();
                 }
@@ -171,7 +189,13 @@ impl AppState {
         }
         let Some(handle) = self.cluster.local.registry.get(&token.id) else {
             // Cluster mode: another node may hold it (even one this node gave out: it moved).
-            return self.take_over_session(token, offset).await;
+            // Run to its end even if the handshake is dropped meanwhile: a move or a
+            // takeover half done would leave the session nowhere.
+            let (state, token) = (self.clone(), token.clone());
+            let task = self.tracker.spawn(
+                async move { state.take_over_session(&token, offset).await }.in_current_span(),
+            );
+            return task.await.unwrap_or(Err(Refusal::Busy));
         };
         let resume = handle.shared.resume.as_deref().ok_or(Refusal::Unknown)?;
         if !resume.secret_matches(&token.secret) {
@@ -246,6 +270,7 @@ impl AppState {
                 let _ = self.cluster.join(&group, &token.id).await;
             }
         }
+        confirm(&shared);
         info!(conn = %shared.info.id_text, frames = expected - offset - 1, "took over a resumable session of a node that died");
         Ok(shared)
     }
@@ -268,6 +293,8 @@ impl AppState {
             api.client.outbound_queue_messages,
             api.client.outbound_queue_bytes,
         );
+        let ttl_ms = (api.resume.window_secs + api.client.max_lifetime_secs).saturating_mul(1000);
+        self.cluster.size_sessions(ttl_ms, api.resume.max_messages);
         let shared = Arc::new(ConnShared::resumable(info, queue, resume));
         metrics::connection_opened();
         self.suspend_connection(&shared, Close::abnormal(why));
@@ -324,6 +351,9 @@ impl AppState {
             },
             _ => Some(Refusal::Unknown),
         };
+        // It is this node's now: operations on it run, and its window may end it.
+        confirm(&shared);
+        self.cluster.local.set_in_transit(token.id, false);
         info!(conn = %shared.info.id_text, from = %kept.owner, "moved a resumable session here from a live node");
         if let Some(refusal) = refusal {
             shared.request_close(Close::new(ABANDONED, "Session could not be resumed"));
@@ -351,6 +381,8 @@ impl AppState {
         };
         let state = self.clone();
         self.tracker.spawn(async move {
+            // A dead node's thousands of sessions are adopted a bounded number at a time.
+            let _permit = state.adoptions.clone().acquire_owned().await.ok();
             let lives = state.adopt_orphan(id, &node, &record).await;
             if !lives {
                 state.connection_lost(&record);
@@ -425,6 +457,7 @@ impl AppState {
                 let _ = self.cluster.join(&group, &id).await;
             }
         }
+        confirm(&shared);
         info!(conn = %shared.info.id_text, dead_node = dead, next, "adopted a resumable session of a dead node");
         true
     }

@@ -73,13 +73,16 @@ impl RedisBackplane {
         if holder == self.tag || self.local.registry.get(&id).is_some() {
             return Err(DeliveryError::Unavailable); // held here already (or being adopted)
         }
+        if !self.local.begin_transit(id) {
+            return Err(DeliveryError::Unavailable); // another resume is moving it here
+        }
+        let move_id = format!("{:016x}", rand::random::<u64>());
         let groups: Vec<Arc<str>> = shared
             .groups
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let handle = ConnHandle::new(shared.clone());
-        self.local.set_in_transit(id, true);
         self.moves
             .arriving
             .insert(id, (handle.clone(), HashSet::new()));
@@ -88,14 +91,18 @@ impl RedisBackplane {
             for group in &groups {
                 self.settle_interest(group).await?;
             }
-            self.ask_hand_over(holder, &id, secret, &groups).await
+            self.ask_hand_over(holder, &id, secret, &move_id, &groups)
+                .await
         }
         .await;
-        // A reply lost on the way is not a failed move: Redis names the new owner.
+        // No answer (or a failure) is not the last word: the holder may still switch the
+        // owner. Writing the move off in Redis decides it, for both: it fails unless the
+        // holder had already named this node.
         let moved = match asked {
             Ok(_) => Ok(()),
-            Err(error) => match self.session_owner(&id).await {
-                Ok(Some(owner)) if owner == self.tag => Ok(()),
+            Err(error) => match self.abandon_move(&id, holder, &move_id).await {
+                // The holder switched first: it moved (if to this node).
+                Ok(false) if self.session_owner(&id).await == Ok(Some(self.tag.clone())) => Ok(()),
                 _ => Err(error),
             },
         };
@@ -130,7 +137,9 @@ impl RedisBackplane {
             }
         }
         self.local.unhold(&groups);
-        self.local.set_in_transit(id, false);
+        if moved.is_err() {
+            self.local.set_in_transit(id, false);
+        }
         self.groups_left(&groups);
         moved
     }
@@ -141,15 +150,18 @@ impl RedisBackplane {
         holder: &str,
         id: &ConnectionId,
         secret: &str,
+        move_id: &str,
         groups: &[Arc<str>],
     ) -> Result<Outcome, DeliveryError> {
         let (from, conn, secret) = (self.tag.clone(), id.to_string(), secret.to_owned());
+        let move_id = move_id.to_owned();
         let groups = groups.iter().map(|g| g.to_string()).collect();
         self.ask(holder, move |req| Wire::HandOver {
             from,
             req,
             conn,
             secret,
+            move_id,
             groups,
         })
         .await
@@ -161,7 +173,7 @@ impl RedisBackplane {
         self: &Arc<Self>,
         id: ConnectionId,
         secret: &str,
-        to: &str,
+        to: (&str, &str),
         groups: &[String],
     ) -> Result<Outcome, DeliveryError> {
         let handle = self.local.registry.get(&id).ok_or(DeliveryError::Gone)?;
@@ -169,10 +181,9 @@ impl RedisBackplane {
         if !resume.secret_matches(secret) || !self.local.owns(&id) {
             return Err(DeliveryError::Gone);
         }
-        if self.local.in_transit(&id) {
-            return Err(DeliveryError::Unavailable); // moving already
+        if !self.local.begin_transit(id) {
+            return Err(DeliveryError::Unavailable); // moving (or arriving) already
         }
-        self.local.set_in_transit(id, true);
         // Half the asker's patience: past it, the session stays here (the asker, which
         // waits the whole of it, then reads who holds it).
         let deadline = Instant::now() + self.requests.timeout / 2;
@@ -186,7 +197,7 @@ impl RedisBackplane {
     async fn hand_over_in_transit(
         self: &Arc<Self>,
         handle: &ConnHandle,
-        to: &str,
+        (to, move_id): (&str, &str),
         groups: &[String],
         deadline: Instant,
     ) -> Result<Outcome, DeliveryError> {
@@ -203,30 +214,31 @@ impl RedisBackplane {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        if mine.iter().any(|g| !groups.iter().any(|o| **o == **g)) {
-            return Err(DeliveryError::Unavailable); // it joined one since: ask again
+        let same =
+            mine.len() == groups.len() && mine.iter().all(|g| groups.iter().any(|o| **o == **g));
+        if !same {
+            return Err(DeliveryError::Unavailable); // it joined or left one since: ask again
         }
         self.cut(handle, &mine, left()).await?;
         // Nothing reaches the session here any more: its history is final.
-        let next = resume.last_offset() + 1;
-        let settled = self
-            .sessions
-            .flushed(left())
-            .await
-            .then_some(())
-            .filter(|()| !left().is_zero()) // the point of no return is next
-            .ok_or(DeliveryError::Unavailable);
-        let settled = match settled {
-            Ok(()) => self.session_moved(&id, to, next).await,
-            Err(e) => Err(e),
+        let Some(next) = resume.seal() else {
+            self.uncut(handle, &mine);
+            return Err(DeliveryError::Gone); // it ended meanwhile
         };
-        if let Err(error) = settled {
+        let flushed = self.sessions.flushed(left()).await && !left().is_zero();
+        // The point of no return, decided in Redis: unless the asker wrote this move off.
+        let switched = if flushed {
+            self.session_moved(&id, (&self.tag, to), next, move_id)
+                .await
+        } else {
+            Err(DeliveryError::Unavailable)
+        };
+        if let Err(error) = switched {
+            resume.unseal();
             self.uncut(handle, &mine);
             return Err(error);
         }
-        if !resume.hand_off() {
-            return Err(DeliveryError::Gone); // it ended meanwhile (its window passed)
-        }
+        resume.hand_off();
         self.local.forget_adopted(&id);
         self.records.released(&id, &mine);
         self.groups_left(&mine);
@@ -291,8 +303,12 @@ impl RedisBackplane {
         result
     }
 
-    /// Delivers every channel of a session here again (a move that failed).
+    /// Delivers every channel of a session here again (a move that failed), unless it
+    /// closed meanwhile.
     fn uncut(&self, handle: &ConnHandle, groups: &[Arc<str>]) {
+        if handle.shared.outbox.is_closed() {
+            return;
+        }
         self.local.registry.insert(handle.clone());
         for group in groups {
             self.local.admit(group, handle.clone());

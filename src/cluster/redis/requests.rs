@@ -65,15 +65,20 @@ impl RedisBackplane {
         if matches!(
             result,
             Err(DeliveryError::Gone | DeliveryError::Unavailable)
-        ) && let Ok(Some(owner)) = self.session_owner(id).await
-            && owner != minted_by
-        {
-            result = if owner == self.tag {
-                // Moved here just now (or moving: "unavailable" until it is here).
-                self.apply(id, op).await
-            } else {
-                self.request_to(&owner, id, op).await
-            };
+        ) {
+            match self.session_owner(id).await {
+                Ok(Some(owner)) if owner != minted_by => {
+                    result = if owner == self.tag {
+                        // Moved here just now (or moving: "unavailable" until it is here).
+                        self.apply(id, op).await
+                    } else {
+                        self.request_to(&owner, id, op).await
+                    };
+                }
+                Ok(_) => {}
+                // Redis cannot say whether it moved: not "gone" for sure.
+                Err(_) => result = Err(DeliveryError::Unavailable),
+            }
         }
         let outcome = match &result {
             Ok(_) => "ok",
@@ -141,11 +146,15 @@ impl RedisBackplane {
         op: Op,
     ) -> Result<Outcome, DeliveryError> {
         let result = self.apply(id, op.clone()).await;
-        if matches!(result, Err(DeliveryError::Gone))
-            && let Ok(Some(owner)) = self.session_owner(id).await
-            && owner != self.tag
-        {
-            return self.request_to(&owner, id, op).await;
+        if matches!(result, Err(DeliveryError::Gone)) {
+            match self.session_owner(id).await {
+                Ok(Some(owner)) if owner != self.tag => {
+                    return self.request_to(&owner, id, op).await;
+                }
+                Ok(_) => {}
+                // Redis cannot say whether it moved: not "gone" for sure.
+                Err(_) => return Err(DeliveryError::Unavailable),
+            }
         }
         result
     }
@@ -400,12 +409,16 @@ impl RedisBackplane {
                 req,
                 conn,
                 secret,
+                move_id,
                 groups,
             } => {
                 let this = self.clone();
                 self.tracker.spawn(async move {
                     let result = match ConnectionId::parse(&conn) {
-                        Some(id) => this.hand_over(id, &secret, &from, &groups).await,
+                        Some(id) => {
+                            this.hand_over(id, &secret, (&from, &move_id), &groups)
+                                .await
+                        }
                         None => Err(DeliveryError::Gone),
                     };
                     let reply = Wire::Reply { req, result };

@@ -30,6 +30,31 @@ use crate::telemetry::metrics;
 /// Writes that may wait for Redis.
 const QUEUE: usize = 65_536;
 
+/// A move's switch of owner: ARGV[2] becomes the holder and ARGV[3] the next offset if the
+/// node in ARGV[1] still holds the session and move ARGV[4] was not written off (1), else 0.
+static SWITCH_OWNER: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"if redis.call('HGET', KEYS[1], 'owner') == ARGV[1]
+            and redis.call('HEXISTS', KEYS[1], 'off:' .. ARGV[4]) == 0 then
+            redis.call('HSET', KEYS[1], 'owner', ARGV[2], 'next', ARGV[3])
+            return 1
+        end
+        return 0",
+    )
+});
+
+/// Writes move ARGV[2] off (a field `off:<move>` in the session's hash, gone with it) if
+/// the node in ARGV[1] still holds the session (1); 0 when it does not (it moved).
+static ABANDON_MOVE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then
+            redis.call('HSET', KEYS[1], 'off:' .. ARGV[2], 1)
+            return 1
+        end
+        return 0",
+    )
+});
+
 /// Names this node the session's holder if the node in ARGV[1] still is (ARGV[2]: this
 /// node): 1 when it did, 0 when another node holds it, or Redis keeps no such session.
 static TAKE_OVER: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
@@ -176,18 +201,24 @@ impl RedisBackplane {
         let Some(resume) = shared.resume.as_deref() else {
             return;
         };
-        self.sessions
-            .ttl_ms
-            .store(ttl_ms.max(1000), Ordering::Relaxed);
-        self.sessions
-            .max_len
-            .store(max_len as u64, Ordering::Relaxed);
+        self.size_sessions(ttl_ms, max_len);
         let record = serde_json::to_string(&ConnectionRecord::of(shared)).unwrap_or_default();
         self.sessions.queue(Write::Opened {
             id: shared.info.id_text.clone(),
             secret: resume.secret().to_owned(),
             record,
         });
+    }
+
+    /// The TTL and history length every session write applies from now on (the latest
+    /// configuration's).
+    pub fn size_sessions(&self, ttl_ms: u64, max_len: usize) {
+        self.sessions
+            .ttl_ms
+            .store(ttl_ms.max(1000), Ordering::Relaxed);
+        self.sessions
+            .max_len
+            .store(max_len as u64, Ordering::Relaxed);
     }
 
     /// Marks a session as held by this node now (it took it over after its holder, the
@@ -213,22 +244,48 @@ impl RedisBackplane {
     }
 
     /// Names the node tagged `to` as the session's holder, and `next` as the offset its
-    /// next frame gets (the holder's half of a move, after its history is in Redis).
+    /// next frame gets (the holder's half of a move, after its history is in Redis) — only
+    /// if `from` still holds it and the asker did not write move `move_id` off.
     pub(super) async fn session_moved(
         &self,
         id: &ConnectionId,
-        to: &str,
+        (from, to): (&str, &str),
         next: u64,
+        move_id: &str,
     ) -> Result<(), DeliveryError> {
-        redis::cmd("HSET")
-            .arg(self.keys.session(&id.to_string()))
-            .arg("owner")
+        let switched: i64 = SWITCH_OWNER
+            .key(self.keys.session(&id.to_string()))
+            .arg(from)
             .arg(to)
-            .arg("next")
             .arg(next)
-            .query_async::<()>(&mut self.conn())
+            .arg(move_id)
+            .invoke_async(&mut self.conn())
             .await
-            .map_err(|_| DeliveryError::Unavailable)
+            .map_err(|_| DeliveryError::Unavailable)?;
+        if switched == 1 {
+            Ok(())
+        } else {
+            Err(DeliveryError::Unavailable)
+        }
+    }
+
+    /// The asker's half of a move it got no answer for: writes move `move_id` off unless
+    /// the holder (tagged `holder`) already switched the owner. `Ok(false)` when it had
+    /// (the session moved), `Ok(true)` when the move is off.
+    pub(super) async fn abandon_move(
+        &self,
+        id: &ConnectionId,
+        holder: &str,
+        move_id: &str,
+    ) -> Result<bool, DeliveryError> {
+        let abandoned: i64 = ABANDON_MOVE
+            .key(self.keys.session(&id.to_string()))
+            .arg(holder)
+            .arg(move_id)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|_| DeliveryError::Unavailable)?;
+        Ok(abandoned == 1)
     }
 
     /// The session `id` as Redis kept it, with the frames after `after`; `None` when Redis
