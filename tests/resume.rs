@@ -403,6 +403,40 @@ async fn in_cluster_mode_a_session_moves_to_the_live_node_its_client_resumes_thr
 }
 
 #[tokio::test]
+async fn a_reply_still_being_computed_when_the_session_moves_follows_it() {
+    let redis = RedisServer::start().await;
+    let events = Backend::start().await;
+    // The backend answers a client's message one second late.
+    let slow = Backend::with_headers_delayed(Duration::from_secs(1), |_| {
+        (200, Vec::new(), "late reply".to_owned())
+    })
+    .await;
+    let extra = format!(
+        "{}[routes.\"$default\"]\nintegration = \"slow\"\ntwo_way = true\n\
+         [integrations.slow]\ntype = \"http\"\nurl = \"{}\"\ntimeout_ms = 5000\n",
+        resume_events_config(&events, 10),
+        slow.url("/slow")
+    );
+    let gws = nodes(&redis, 2, &extra).await;
+    let (mut ws, id, token) = open_session(&gws[0]).await;
+    ws.send(Message::text("question")).await.unwrap();
+    slow.next().await; // the call is running on the first node
+    // The client is cut and comes back through the other node before the answer: the
+    // session moves there, and the reply the first node receives afterwards follows it.
+    cut(ws);
+    let mut ws = resume_through(&gws[1], &token, 0).await;
+    let w = welcome(&mut ws).await;
+    assert_eq!(
+        (&w["resumed"], &w["connectionId"]),
+        (&Value::from(true), &Value::from(id.as_str())),
+        "{w}"
+    );
+    let mut got = Numbered::default();
+    got.read(&mut ws).await;
+    assert_eq!(got.payloads, ["late reply"]);
+}
+
+#[tokio::test]
 async fn a_session_dropped_again_after_a_resume_gets_a_whole_new_window() {
     let backend = Backend::start().await;
     let gw = Gateway::start(&config(&backend, 2, "")).await;

@@ -25,7 +25,7 @@ use super::AppState;
 use crate::cluster::redis::KeptSession;
 use crate::cluster::{DeliveryError, GroupName};
 use crate::connections::resume::{Mirror, Refusal, Resumable, Token};
-use crate::connections::{Close, ConnShared};
+use crate::connections::{Close, ConnShared, SendError};
 use crate::telemetry::metrics;
 
 /// How a session's socket ended, as the seam needs to know it.
@@ -460,6 +460,38 @@ impl AppState {
         confirm(&shared);
         info!(conn = %shared.info.id_text, dead_node = dead, next, "adopted a resumable session of a dead node");
         true
+    }
+
+    /// Sends a reply to resumable connection `shared`; one that finds the session moved to
+    /// another node meanwhile (its integration call outlived the move) is forwarded to the
+    /// node holding it now, asked again while the move is still being decided, and counted
+    /// as dropped (`resume_reply_lost`) if it cannot be delivered within the cluster's
+    /// request timeout.
+    pub fn send_reply(self: &Arc<Self>, shared: &Arc<ConnShared>, reply: Message) {
+        let moving = |s: &ConnShared| {
+            s.resume
+                .as_deref()
+                .is_some_and(|r| r.has_moved() || r.is_pinned())
+        };
+        if shared.send(reply.clone()) != Err(SendError::Gone) || !moving(shared) {
+            return;
+        }
+        let (state, id) = (self.clone(), shared.info.id);
+        self.tracker.spawn(
+            async move {
+                for _ in 0..40 {
+                    match state.cluster.post(&id, reply.clone()).await {
+                        Ok(()) => return,
+                        Err(DeliveryError::Unavailable) => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                metrics::dropped("resume_reply_lost", 1);
+            }
+            .in_current_span(),
+        );
     }
 
     /// Attaches a new socket to a resumable connection after `offset`: takes it over from

@@ -164,7 +164,7 @@ pub fn run(
                                 // Boxed, so its state is not part of every idle session's future.
                                 match Box::pin(inbound::call_route(&state, &current, &shared, route, message)).await {
                                     Some(reply) if shared.resume.is_some() => {
-                                        let _ = shared.send(reply);
+                                        state.send_reply(&shared, reply);
                                         continue;
                                     }
                                     Some(reply) => reply,
@@ -176,9 +176,10 @@ pub fn run(
                                 let call = async move {
                                     let reply = inbound::call_route(&state, &api, &shared, &route, message).await;
                                     match (reply, &shared.resume) {
-                                        // Numbered and kept, so a reply survives a drop.
+                                        // Numbered and kept, so a reply survives a drop (and
+                                        // follows the session if it moves to another node).
                                         (Some(reply), Some(_)) => {
-                                            let _ = shared.send(reply);
+                                            state.send_reply(&shared, reply);
                                             None
                                         }
                                         (reply, _) => reply,
