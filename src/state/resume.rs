@@ -77,6 +77,12 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
+/// How many more times an adoption asks Redis after it failed (a failover takes about a
+/// second)...
+const ADOPTION_TRIES: usize = 5;
+/// ...and how long it waits between tries.
+const ADOPTION_RETRY: Duration = Duration::from_millis(300);
+
 /// The close code given to a suspended session that its client gave up on (it resumed
 /// too late, or from an offset the history no longer holds, and started fresh).
 const ABANDONED: u16 = 4001;
@@ -403,9 +409,23 @@ impl AppState {
         let Some(mirror) = self.cluster.resume_mirror() else {
             return false;
         };
-        let kept = match self.cluster.kept_session(&id, 0).await {
+        // Redis may be failing over: a few tries before the session is given up.
+        let mut read = self.cluster.kept_session(&id, 0).await;
+        for _ in 0..ADOPTION_TRIES {
+            if read.is_ok() {
+                break;
+            }
+            tokio::time::sleep(ADOPTION_RETRY).await;
+            read = self.cluster.kept_session(&id, 0).await;
+        }
+        let kept = match read {
             Ok(Some(kept)) => kept,
-            _ => return false, // not resumable (or Redis cannot say): as before, now
+            Ok(None) => return false, // not resumable: `$disconnect` now, as before
+            Err(_) => {
+                // Given up: what Redis may still keep of it must not revive it later.
+                self.cluster.forget_session(&id).await;
+                return false;
+            }
         };
         if kept.owner != dead {
             return true; // another node holds it already
@@ -441,7 +461,15 @@ impl AppState {
         let Some(shared) = self.suspended_here(info, resume, "Its node died") else {
             return false;
         };
-        match self.cluster.adopt(&shared, dead).await {
+        let mut adopted = self.cluster.adopt(&shared, dead).await;
+        for _ in 0..ADOPTION_TRIES {
+            if adopted != Err(DeliveryError::Unavailable) {
+                break;
+            }
+            tokio::time::sleep(ADOPTION_RETRY).await;
+            adopted = self.cluster.adopt(&shared, dead).await;
+        }
+        match adopted {
             Ok(()) => {}
             Err(error) => {
                 give_up(&shared);
