@@ -517,14 +517,7 @@ async fn deleting_a_suspended_session_or_shutting_down_fires_disconnect_once() {
 async fn in_cluster_mode_a_session_resumes_on_another_node_after_its_node_is_killed() {
     let redis = RedisServer::start().await;
     let backend = Backend::start().await;
-    let extra = format!(
-        "[resume]\nenabled = true\nwindow_secs = 3\n\
-         [routes.\"$connect\"]\nintegration = \"events\"\n\
-         [routes.\"$disconnect\"]\nintegration = \"events\"\n\
-         [integrations.events]\ntype = \"http\"\nurl = \"{}\"\ntimeout_ms = 2000\n",
-        backend.url("/events")
-    );
-    let mut gws = nodes(&redis, 3, &extra).await;
+    let mut gws = nodes(&redis, 3, &resume_events_config(&backend, 3)).await;
     let (mut ws, id, token) = open_session(&gws[0]).await;
     assert_eq!(
         backend.next_event("CONNECT").await["requestContext"]["resumed"],
@@ -591,19 +584,7 @@ async fn in_cluster_mode_a_session_resumes_on_another_node_after_its_node_is_kil
         during.read(&mut ws).await;
     }
     got.last = during.last;
-    for prefix in PREFIXES {
-        let sent: Vec<String> = (0..EACH).map(|k| format!("{prefix}{k}")).collect();
-        let received: Vec<&String> = during
-            .payloads
-            .iter()
-            .filter(|p| p.starts_with(prefix))
-            .collect();
-        assert_eq!(
-            received,
-            sent.iter().collect::<Vec<_>>(),
-            "{prefix}: once each, in order"
-        );
-    }
+    assert_each_sender_once_in_order(&during.payloads, &PREFIXES, EACH);
     // It lives on this node now: POSTs, its group and GET reach it here.
     assert_eq!(b.post(&id, "p25").await.0, 200);
     got.read(&mut ws).await;

@@ -115,13 +115,9 @@ impl Local {
         self.in_transit.contains(id)
     }
 
-    /// Marks `id` as moving (`true`) or no longer moving.
-    pub fn set_in_transit(&self, id: ConnectionId, moving: bool) {
-        if moving {
-            self.in_transit.insert(id);
-        } else {
-            self.in_transit.remove(&id);
-        }
+    /// `id` is no longer moving (undoes [`Local::begin_transit`]).
+    pub fn end_transit(&self, id: ConnectionId) {
+        self.in_transit.remove(&id);
     }
 
     /// Listens to `groups` for a session arriving here, before it is their member (see

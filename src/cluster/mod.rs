@@ -422,7 +422,7 @@ impl Cluster {
             self.local.adopt(id);
             self.connected(shared);
         }
-        self.local.set_in_transit(id, false);
+        self.local.end_transit(id);
         taken
     }
 
@@ -431,7 +431,7 @@ impl Cluster {
     /// `Ok`, it lives here (registry, records, Redis's owner field), and Redis keeps its
     /// frames and the offset its next frame gets ([`Cluster::kept_session`]); it stays in
     /// transit (operations on it wait) until the caller has numbered it and calls
-    /// `local.set_in_transit(id, false)`. "Gone" when the holder does not have it (or not
+    /// `local.end_transit(id)`. "Gone" when the holder does not have it (or not
     /// with that secret).
     pub async fn receive_session(
         &self,

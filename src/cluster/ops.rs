@@ -275,7 +275,7 @@ mod tests {
     fn a_session_in_transit_is_unavailable_until_its_move_is_over() {
         let (local, shared) = node();
         let id = shared.info.id;
-        local.set_in_transit(id, true);
+        assert!(local.begin_transit(id));
         for op in [Op::Post(Message::text("x")), Op::Get, Op::Join(group("g"))] {
             assert_eq!(
                 apply(&local, &Log::default(), &id, op),
@@ -283,7 +283,7 @@ mod tests {
             );
         }
         assert!(shared.outbox.pop().is_none());
-        local.set_in_transit(id, false);
+        local.end_transit(id);
         assert!(apply(&local, &Log::default(), &id, Op::Get).is_ok());
     }
 

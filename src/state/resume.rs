@@ -55,6 +55,36 @@ fn consecutive_after(offset: u64, frames: &[(u64, Message)]) -> Option<u64> {
     Some(expected)
 }
 
+/// Drops from `frames` all but the consecutive run ending just before `next`: what a
+/// resume can replay without a hole.
+fn keep_replayable_tail(frames: &mut Vec<(u64, Message)>, next: u64) {
+    let run = frames
+        .iter()
+        .rev()
+        .zip((0..next).rev())
+        .take_while(|((o, _), want)| o == want)
+        .count();
+    frames.drain(..frames.len() - run);
+}
+
+/// Runs `attempt`, and again up to `tries` more times ([`ADOPTION_RETRY`] apart) while
+/// `again` says its answer is worth asking again.
+async fn asked_again<T, F: std::future::Future<Output = T>>(
+    tries: usize,
+    mut attempt: impl FnMut() -> F,
+    again: impl Fn(&T) -> bool,
+) -> T {
+    let mut answer = attempt().await;
+    for _ in 0..tries {
+        if !again(&answer) {
+            break;
+        }
+        tokio::time::sleep(ADOPTION_RETRY).await;
+        answer = attempt().await;
+    }
+    answer
+}
+
 /// A session [`AppState::suspended_here`] built is this node's now.
 fn confirm(shared: &ConnShared) {
     if let Some(resume) = shared.resume.as_deref() {
@@ -251,33 +281,63 @@ impl AppState {
         if alive {
             return self.move_session_here(token, offset, kept, mirror).await;
         }
-        let Some(expected) = consecutive_after(offset, &kept.frames) else {
+        let Some(next) = consecutive_after(offset, &kept.frames) else {
             self.cluster.forget_session(&token.id).await;
             return Err(Refusal::Trimmed);
         };
-        let info = kept.record.info().ok_or(Refusal::Unknown)?;
+        self.adopt_kept(token.id, kept, next, mirror, 0)
+            .await
+            .map_err(|e| match e {
+                DeliveryError::Malformed => Refusal::Unknown,
+                // Another node took it over (the retry finds it there), or Redis cannot
+                // answer now.
+                _ => Refusal::Busy,
+            })
+    }
+
+    /// Takes over resumable session `id` from what Redis `kept` of it — its frames already
+    /// those a resume can replay, `next` the offset its next frame gets — from its holder
+    /// (`kept.owner`), which died: built here suspended, made this node's (a compare-and-set
+    /// on the owner, asked again up to `tries` more times while Redis cannot answer), its
+    /// groups joined. "Gone" when another node took it over first; "malformed" when its
+    /// record does not parse.
+    async fn adopt_kept(
+        self: &Arc<Self>,
+        id: crate::connections::ConnectionId,
+        kept: KeptSession,
+        next: u64,
+        mirror: Arc<dyn Mirror>,
+        tries: usize,
+    ) -> Result<Arc<ConnShared>, DeliveryError> {
+        let info = kept.record.info().ok_or(DeliveryError::Malformed)?;
         let api = self.api();
         let resume = Resumable::adopted(
             kept.secret,
             kept.frames,
-            expected,
+            next,
             (api.resume.max_messages, api.resume.max_bytes),
         )
-        .mirrored(token.id, mirror);
+        .mirrored(id, mirror);
         let shared = self
             .suspended_here(info, resume, "Its node died")
-            .ok_or(Refusal::Busy)?;
-        if self.cluster.adopt(&shared, &kept.owner).await.is_err() {
+            .ok_or(DeliveryError::Unavailable)?;
+        let adopted = asked_again(
+            tries,
+            || self.cluster.adopt(&shared, &kept.owner),
+            |answer| *answer == Err(DeliveryError::Unavailable),
+        )
+        .await;
+        if let Err(error) = adopted {
             give_up(&shared);
-            return Err(Refusal::Busy); // another node took it over: the retry finds it
+            return Err(error);
         }
         for group in &kept.groups {
             if let Some(group) = GroupName::parse(group) {
-                let _ = self.cluster.join(&group, &token.id).await;
+                let _ = self.cluster.join(&group, &id).await;
             }
         }
         confirm(&shared);
-        info!(conn = %shared.info.id_text, frames = expected - offset - 1, "took over a resumable session of a node that died");
+        info!(conn = %shared.info.id_text, dead_node = %kept.owner, next, "took over a resumable session of a node that died");
         Ok(shared)
     }
 
@@ -359,7 +419,7 @@ impl AppState {
         };
         // It is this node's now: operations on it run, and its window may end it.
         confirm(&shared);
-        self.cluster.local.set_in_transit(token.id, false);
+        self.cluster.local.end_transit(token.id);
         info!(conn = %shared.info.id_text, from = %kept.owner, "moved a resumable session here from a live node");
         if let Some(refusal) = refusal {
             shared.request_close(Close::new(ABANDONED, "Session could not be resumed"));
@@ -389,7 +449,7 @@ impl AppState {
         self.tracker.spawn(async move {
             // A dead node's thousands of sessions are adopted a bounded number at a time.
             let _permit = state.adoptions.clone().acquire_owned().await.ok();
-            let lives = state.adopt_orphan(id, &node, &record).await;
+            let lives = state.adopt_orphan(id, &node).await;
             if !lives {
                 state.connection_lost(&record);
             }
@@ -404,21 +464,21 @@ impl AppState {
         self: &Arc<Self>,
         id: crate::connections::ConnectionId,
         dead: &str,
-        record: &crate::cluster::ConnectionRecord,
     ) -> bool {
         let Some(mirror) = self.cluster.resume_mirror() else {
             return false;
         };
-        // Redis may be failing over: a few tries before the session is given up.
-        let mut read = self.cluster.kept_session(&id, 0).await;
-        for _ in 0..ADOPTION_TRIES {
-            if read.is_ok() {
-                break;
-            }
-            tokio::time::sleep(ADOPTION_RETRY).await;
-            read = self.cluster.kept_session(&id, 0).await;
+        if self.shutdown.is_cancelled() {
+            return false; // what Redis keeps of it stays, for another node
         }
-        let kept = match read {
+        // Redis may be failing over: a few tries before the session is given up.
+        let read = asked_again(
+            ADOPTION_TRIES,
+            || self.cluster.kept_session(&id, 0),
+            Result::is_err,
+        )
+        .await;
+        let mut kept = match read {
             Ok(Some(kept)) => kept,
             Ok(None) => return false, // not resumable: `$disconnect` now, as before
             Err(_) => {
@@ -430,64 +490,23 @@ impl AppState {
         if kept.owner != dead {
             return true; // another node holds it already
         }
-        let Some(info) = record.info() else {
-            return false;
-        };
-        // The frames it can replay: the consecutive run ending at its last one.
         let next = kept
             .frames
             .last()
             .map_or(1, |(o, _)| o + 1)
             .max(kept.next.unwrap_or(1));
-        let mut frames = kept.frames;
-        let mut expected = next;
-        let run = frames
-            .iter()
-            .rev()
-            .take_while(|(o, _)| {
-                expected -= 1;
-                *o == expected
-            })
-            .count();
-        frames.drain(..frames.len() - run);
-        let api = self.api();
-        let resume = Resumable::adopted(
-            kept.secret,
-            frames,
-            next,
-            (api.resume.max_messages, api.resume.max_bytes),
-        )
-        .mirrored(id, mirror);
-        let Some(shared) = self.suspended_here(info, resume, "Its node died") else {
-            return false;
-        };
-        let mut adopted = self.cluster.adopt(&shared, dead).await;
-        for _ in 0..ADOPTION_TRIES {
-            if adopted != Err(DeliveryError::Unavailable) {
-                break;
-            }
-            tokio::time::sleep(ADOPTION_RETRY).await;
-            adopted = self.cluster.adopt(&shared, dead).await;
-        }
-        match adopted {
-            Ok(()) => {}
-            Err(error) => {
-                give_up(&shared);
-                if error == DeliveryError::Gone {
-                    return true; // another node took it over
-                }
+        keep_replayable_tail(&mut kept.frames, next);
+        match self
+            .adopt_kept(id, kept, next, mirror, ADOPTION_TRIES)
+            .await
+        {
+            Ok(_) | Err(DeliveryError::Gone) => true, // here, or another node took it over
+            Err(DeliveryError::Malformed) => false,
+            Err(_) => {
                 self.cluster.forget_session(&id).await;
-                return false;
+                false
             }
         }
-        for group in &kept.groups {
-            if let Some(group) = GroupName::parse(group) {
-                let _ = self.cluster.join(&group, &id).await;
-            }
-        }
-        confirm(&shared);
-        info!(conn = %shared.info.id_text, dead_node = dead, next, "adopted a resumable session of a dead node");
-        true
     }
 
     /// Sends a reply to resumable connection `shared`; one that finds the session moved to
@@ -541,5 +560,35 @@ impl AppState {
         // The suspended session's watcher ends when it sees the socket attached.
         shared.outbox.wake();
         Ok(replay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(offsets: &[u64]) -> Vec<(u64, Message)> {
+        offsets
+            .iter()
+            .map(|o| (*o, Message::text(o.to_string())))
+            .collect()
+    }
+
+    fn offsets(frames: &[(u64, Message)]) -> Vec<u64> {
+        frames.iter().map(|(o, _)| *o).collect()
+    }
+
+    #[test]
+    fn the_frames_a_resume_can_replay_are_the_run_without_a_hole() {
+        assert_eq!(consecutive_after(3, &frames(&[4, 5, 6])), Some(7));
+        assert_eq!(consecutive_after(3, &frames(&[])), Some(4));
+        assert_eq!(consecutive_after(3, &frames(&[5, 6])), None, "a hole");
+        assert_eq!(consecutive_after(u64::MAX, &frames(&[])), None);
+        let mut kept = frames(&[2, 3, 5, 6, 7]);
+        keep_replayable_tail(&mut kept, 8);
+        assert_eq!(offsets(&kept), [5, 6, 7]);
+        let mut kept = frames(&[2, 3]);
+        keep_replayable_tail(&mut kept, 9);
+        assert!(kept.is_empty(), "a frame after them was lost");
     }
 }

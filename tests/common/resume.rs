@@ -162,6 +162,20 @@ pub async fn send_numbered(via: Endpoints, id: Option<String>, prefix: &'static 
     }
 }
 
+/// Asserts that `payloads` hold, for each of `prefixes`, exactly what [`send_numbered`]
+/// sent with it (`<prefix>0`…`<prefix>{each-1}`): each once, in order.
+pub fn assert_each_sender_once_in_order(payloads: &[String], prefixes: &[&str], each: usize) {
+    for prefix in prefixes {
+        let sent: Vec<String> = (0..each).map(|k| format!("{prefix}{k}")).collect();
+        let received: Vec<&String> = payloads.iter().filter(|p| p.starts_with(prefix)).collect();
+        assert_eq!(
+            received,
+            sent.iter().collect::<Vec<_>>(),
+            "{prefix}: once each, in order"
+        );
+    }
+}
+
 /// Resumes through `gw`, asked again while it answers 409 (a move or a death not settled).
 pub async fn resume_through(gw: &Gateway, token: &str, offset: u64) -> Client {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -238,19 +252,7 @@ pub async fn assert_a_session_moves_between_live_nodes(gws: &[Gateway], backend:
     for sender in senders {
         sender.await.unwrap();
     }
-    for prefix in PREFIXES {
-        let sent: Vec<String> = (0..EACH).map(|k| format!("{prefix}{k}")).collect();
-        let received: Vec<&String> = got
-            .payloads
-            .iter()
-            .filter(|p| p.starts_with(prefix))
-            .collect();
-        assert_eq!(
-            received,
-            sent.iter().collect::<Vec<_>>(),
-            "{prefix}: once each, in order"
-        );
-    }
+    assert_each_sender_once_in_order(&got.payloads, &PREFIXES, EACH);
     // It lives on the new node now: reached through the node its id names, and through
     // the third.
     assert_eq!(a.post(&id, "via-a").await.0, 200);

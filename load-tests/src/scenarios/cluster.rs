@@ -44,6 +44,18 @@ pub struct Args {
     pub broadcasts: usize,
 }
 
+/// Starts `n` nodes on `toml` and waits until each is ready.
+pub async fn start_nodes(binary: &std::path::Path, toml: &str, n: usize) -> Result<Vec<Gateway>> {
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(Gateway::start_toml(binary, toml)?);
+    }
+    for node in &nodes {
+        ready(node.management_addr).await?;
+    }
+    Ok(nodes)
+}
+
 /// Waits until `GET /readyz` answers 200 (Redis connected).
 pub async fn ready(management: SocketAddr) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -165,13 +177,7 @@ pub async fn run(args: &Args) -> Result<Value> {
         redis: Some((redis.url.clone(), format!("lg{}", std::process::id()))),
         ..GatewayConfig::echo()
     };
-    let mut nodes = Vec::new();
-    for _ in 0..args.nodes {
-        nodes.push(Gateway::start(&binary, &config)?);
-    }
-    for node in &nodes {
-        ready(node.management_addr).await?;
-    }
+    let mut nodes = start_nodes(&binary, &config.toml(), args.nodes).await?;
     let managements: Vec<SocketAddr> = nodes.iter().map(|n| n.management_addr).collect();
     let sources = SourceAddrs::fresh();
     let mut clients = Vec::new();

@@ -29,16 +29,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt as _};
+use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::Common;
-use super::cluster::ready;
+use super::cluster::start_nodes;
 use super::resume::{self, Session};
 use super::scale;
 use crate::client::{self, HttpConn, SourceAddrs, Ws};
-use crate::procs::{Gateway, GatewayConfig, Redis, cpu_us, gateway_binary, nofile_limits};
+use crate::procs::{GatewayConfig, Redis, cpu_us, gateway_binary, nofile_limits};
 use crate::report::{Table, latency_cells, latency_header, num};
 use crate::stats::{self, Sample, round2};
 
@@ -703,13 +703,7 @@ pub async fn run(args: &Args) -> Result<Value> {
         resume_window_secs: Some(args.window_secs),
         ..GatewayConfig::echo()
     };
-    let mut nodes = Vec::new();
-    for _ in 0..args.nodes {
-        nodes.push(Gateway::start(&binary, &config)?);
-    }
-    for node in &nodes {
-        ready(node.management_addr).await?;
-    }
+    let mut nodes = start_nodes(&binary, &config.toml(), args.nodes).await?;
     let survivor_nodes: Vec<SocketAddr> = nodes[1..].iter().map(|n| n.client_addr).collect();
     let survivor_managements: Vec<SocketAddr> =
         nodes[1..].iter().map(|n| n.management_addr).collect();
@@ -822,7 +816,7 @@ pub async fn run(args: &Args) -> Result<Value> {
     // A clean close ends the sessions (the nodes then stop without suspended ones).
     futures_util::stream::iter(held)
         .for_each_concurrent(1024, |mut ws| async move {
-            let _ = tokio::time::timeout(client::IO_LIMIT, SinkExt::close(&mut ws)).await;
+            let _ = tokio::time::timeout(client::IO_LIMIT, (*ws).close(None)).await;
         })
         .await;
     drop(nodes);

@@ -38,7 +38,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::Common;
-use super::cluster::ready;
+use super::cluster::start_nodes;
 use crate::client::{self, HttpConn, SourceAddrs};
 use crate::procs::{Gateway, GatewayConfig, Redis, cpu_us, free_port, gateway_binary, rss_kib};
 use crate::report::{Table, num};
@@ -307,18 +307,6 @@ fn payload(bytes: usize) -> String {
 /// Bytes per message, 2 decimals.
 fn per(bytes: f64, messages: usize) -> f64 {
     round2(bytes / messages.max(1) as f64)
-}
-
-/// Starts `n` nodes on `toml` and waits until each is ready.
-async fn start_nodes(binary: &Path, toml: &str, n: usize) -> Result<Vec<Gateway>> {
-    let mut nodes = Vec::new();
-    for _ in 0..n {
-        nodes.push(Gateway::start_toml(binary, toml)?);
-    }
-    for node in &nodes {
-        ready(node.management_addr).await?;
-    }
-    Ok(nodes)
 }
 
 /// Phase 1 (and 2 when `kinds`): `n` nodes on a fresh redis-server.

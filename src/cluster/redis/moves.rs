@@ -138,7 +138,7 @@ impl RedisBackplane {
         }
         self.local.unhold(&groups);
         if moved.is_err() {
-            self.local.set_in_transit(id, false);
+            self.local.end_transit(id);
         }
         self.groups_left(&groups);
         moved
@@ -190,7 +190,7 @@ impl RedisBackplane {
         let result = self
             .hand_over_in_transit(&handle, to, groups, deadline)
             .await;
-        self.local.set_in_transit(id, false);
+        self.local.end_transit(id);
         result
     }
 

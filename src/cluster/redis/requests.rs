@@ -381,7 +381,6 @@ impl RedisBackplane {
                         }
                     },
                 };
-                let channel = self.keys.inbox(&from);
                 let this = self.clone();
                 self.tracker.spawn(async move {
                     let result = match (result, change) {
@@ -393,10 +392,7 @@ impl RedisBackplane {
                     if let (Ok(_), Some(id)) = (&result, posted) {
                         this.after_post(&id).await;
                     }
-                    let reply = Wire::Reply { req, result };
-                    if let Ok(bytes) = serde_json::to_vec(&reply) {
-                        let _ = this.publish(channel, &bytes, BackplaneKind::Reply).await;
-                    }
+                    this.reply(&from, req, result).await;
                 });
             }
             Wire::Reply { req, result } => {
@@ -421,15 +417,20 @@ impl RedisBackplane {
                         }
                         None => Err(DeliveryError::Gone),
                     };
-                    let reply = Wire::Reply { req, result };
-                    if let Ok(bytes) = serde_json::to_vec(&reply) {
-                        let channel = this.keys.inbox(&from);
-                        let _ = this.publish(channel, &bytes, BackplaneKind::Reply).await;
-                    }
+                    this.reply(&from, req, result).await;
                 });
             }
             // In the channel's order with its broadcasts: handled right here.
             Wire::Cut { conn, group } => self.cut_arrived(&conn, group),
+        }
+    }
+
+    /// Answers request `req` of the node tagged `to`, on its inbox.
+    async fn reply(&self, to: &str, req: u64, result: Result<Outcome, DeliveryError>) {
+        if let Ok(bytes) = serde_json::to_vec(&Wire::Reply { req, result }) {
+            let _ = self
+                .publish(self.keys.inbox(to), &bytes, BackplaneKind::Reply)
+                .await;
         }
     }
 
